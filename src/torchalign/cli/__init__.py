@@ -1,0 +1,46 @@
+"""``torchalign`` command line: subcommands map options to library calls; no maths here.
+
+Bad input (``TorchalignError``) becomes one line on stderr and exit code 2, never a traceback.
+Set ``TORCHALIGN_DEBUG=1`` to see tracebacks of unexpected errors.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from ..errors import TorchalignError
+from .info import info
+from .resample import resample_cmd
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="torchalign")
+def cli() -> None:
+    """Image registration on PyTorch, in world coordinates."""
+
+
+cli.add_command(info)
+cli.add_command(resample_cmd)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning bad input into a one-line error and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="torchalign", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("torchalign: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except TorchalignError as exc:
+        click.echo(f"torchalign: error: {exc}", err=True)
+        sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for a CLI
+        if os.environ.get("TORCHALIGN_DEBUG"):
+            raise
+        click.echo(f"torchalign: internal error: {type(exc).__name__}: {exc} (set TORCHALIGN_DEBUG=1 for a traceback)",
+                   err=True)
+        sys.exit(1)

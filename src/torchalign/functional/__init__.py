@@ -1,0 +1,1 @@
+"""Pure tensor operations (no modules, no state)."""

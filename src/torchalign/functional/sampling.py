@@ -1,0 +1,150 @@
+"""The one place where world points become ``grid_sample`` coordinates.
+
+Everything else in torchalign speaks world millimetres (RAS+) or voxel indices. Here:
+
+* ``voxel -> normalised``: ``align_corners=True`` semantics, index 0 -> -1 and index n-1 -> +1
+  (a size-1 axis maps index 0 -> 0 with unit half-width).
+* **The only axis flip in the code base**: ``grid_sample`` wants the coordinate of the *last* tensor
+  dimension first (x indexes W, y indexes H, z indexes D), whereas our points are ordered like the
+  array axes ``(S0, S1, S2)``. ``_to_grid_sample`` reverses the last dimension for that reason.
+* Outside handling follows ITK's resampler: a point within half a voxel of the grid's edge takes
+  the edge value; a point further out takes the padding value.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import InputError
+from ..grid import Grid, apply_matrix
+
+Interp = Literal["linear", "nearest", "cubic", "label"]
+Padding = Literal["zeros", "border"] | float
+INTERPOLATIONS = ("linear", "nearest", "cubic", "label")
+
+
+def normalized_from_voxel(shape: tuple[int, ...]) -> np.ndarray:
+    """Homogeneous matrix taking voxel indices to ``[-1, 1]`` coordinates (array-axis order)."""
+    d = len(shape)
+    m = np.eye(d + 1)
+    for i, n in enumerate(shape):
+        if n > 1:
+            m[i, i] = 2.0 / (n - 1)
+            m[i, d] = -1.0
+        else:
+            m[i, i] = 2.0
+    return m
+
+
+def _half_widths(shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """Normalised-coordinate bound of the grid extent ``[-0.5, n - 0.5]`` per axis."""
+    return torch.tensor([1.0 + 1.0 / (n - 1) if n > 1 else 1.0 for n in shape], dtype=like.dtype, device=like.device)
+
+
+def _to_grid_sample(normalized: Tensor) -> Tensor:
+    # grid_sample indexes (W, H, D) = reversed array axes: the single axis flip (see module doc).
+    return normalized.flip(-1)
+
+
+def sample_normalized(data: Tensor, normalized: Tensor, interp: Interp = "linear",
+                      padding: Padding = "zeros") -> Tensor:
+    """Sample ``(B, C, *S)`` data at normalised points ``(B, *Q, D)`` (array-axis order) -> ``(B, C, *Q)``.
+
+    ``Q`` must have ``D`` dimensions (a grid of points); see :func:`sample_points` for point lists.
+    """
+    if normalized.shape[0] != data.shape[0]:
+        if data.shape[0] == 1:
+            data = data.expand(normalized.shape[0], *data.shape[1:])
+        elif normalized.shape[0] == 1:
+            normalized = normalized.expand(data.shape[0], *normalized.shape[1:])
+        else:
+            raise InputError(f"batch sizes differ: data {data.shape[0]}, points {normalized.shape[0]}")
+    shape = tuple(data.shape[2:])
+    if interp == "label":
+        return _sample_labels(data, normalized, padding)
+    if interp == "nearest":
+        return _sample_nearest(data, normalized, padding)
+    if interp == "cubic":
+        from .bspline_interp import sample_cubic
+
+        return sample_cubic(data, normalized, padding)
+    if interp != "linear":
+        raise InputError(f"unknown interpolation {interp!r}; expected one of {INTERPOLATIONS}")
+    grid = _to_grid_sample(normalized).to(data.dtype if data.is_floating_point() else torch.float32)
+    src = data if data.is_floating_point() else data.float()
+    if padding == "border":
+        return F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    value = 0.0 if padding == "zeros" else float(padding)
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    inside = (normalized.abs() <= _half_widths(shape, normalized)).all(-1).unsqueeze(1)
+    return torch.where(inside, out, torch.as_tensor(value, dtype=out.dtype, device=out.device))
+
+
+def _sample_nearest(data: Tensor, normalized: Tensor, padding: Padding) -> Tensor:
+    """Nearest neighbour with ITK's rounding (half up), by gathering: exact for any dtype."""
+    shape = tuple(data.shape[2:])
+    b, c = data.shape[:2]
+    ndim = len(shape)
+    nfv = torch.as_tensor(np.linalg.inv(normalized_from_voxel(shape)), dtype=torch.float64, device=data.device)
+    voxels = apply_matrix(nfv, normalized.double())
+    idx = torch.floor(voxels + 0.5).long()
+    sizes = torch.tensor(shape, device=data.device)
+    inside = ((idx >= 0) & (idx < sizes)).all(-1)
+    idx = torch.minimum(idx.clamp(min=0), sizes - 1)
+    strides = [int(np.prod(shape[i + 1:])) for i in range(ndim)]
+    flat_idx = sum(idx[..., i] * strides[i] for i in range(ndim)).reshape(b, 1, -1).expand(b, c, -1)
+    out = torch.gather(data.reshape(b, c, -1), 2, flat_idx).reshape(b, c, *normalized.shape[1:-1])
+    if padding == "border":
+        return out
+    value = 0 if padding == "zeros" else padding
+    return torch.where(inside.unsqueeze(1), out, torch.as_tensor(value, dtype=out.dtype, device=out.device))
+
+
+def _sample_labels(data: Tensor, normalized: Tensor, padding: Padding) -> Tensor:
+    """'Generic label' interpolation: linear interpolation of each label's indicator, arg-max."""
+    if data.shape[1] != 1:
+        raise InputError(f"label maps must have one channel, got {data.shape[1]}")
+    background = 0 if padding in ("zeros", "border") else padding
+    best: Tensor | None = None
+    out = data
+    for label in torch.unique(data):
+        indicator = (data == label).float()
+        weight = F.grid_sample(indicator, _to_grid_sample(normalized).float(), mode="bilinear",
+                               padding_mode="border" if padding == "border" else "zeros", align_corners=True)
+        if best is None:
+            best = weight
+            out = torch.full(weight.shape, label.item(), dtype=data.dtype, device=data.device)
+        else:
+            better = weight > best
+            best = torch.where(better, weight, best)
+            out = torch.where(better, label.to(data.dtype), out)
+    if padding != "border":
+        inside = (normalized.abs() <= _half_widths(tuple(data.shape[2:]), normalized)).all(-1).unsqueeze(1)
+        out = torch.where(inside & (best > 0), out, torch.as_tensor(background, dtype=data.dtype, device=data.device))
+    return out
+
+
+def sample_world(data: Tensor, grid: Grid, points: Tensor, interp: Interp = "linear",
+                 padding: Padding = "zeros") -> Tensor:
+    """Sample ``(B, C, *S)`` data lying on ``grid`` at world points ``(B, *Q, D)`` -> ``(B, C, *Q)``.
+
+    ``Q`` is any shape: a grid of points ``(*S_fixed)`` or a list ``(N,)``. A batch of 1 on either
+    side broadcasts against the other.
+    """
+    d = grid.ndim
+    if data.ndim != d + 2 or tuple(data.shape[2:]) != grid.shape:
+        raise InputError(f"data of shape {tuple(data.shape)} does not lie on a grid of shape {grid.shape}")
+    if points.ndim < 2 or points.shape[-1] != d:
+        raise InputError(f"points must be (B, ..., {d}), got {tuple(points.shape)}")
+    if not points.is_floating_point():
+        points = points.float()
+    norm_from_world = normalized_from_voxel(grid.shape) @ grid.voxel_from_world
+    normalized = apply_matrix(norm_from_world, points)
+    q = tuple(points.shape[1:-1])
+    flat = normalized.reshape(points.shape[0], -1, *([1] * (d - 1)), d)
+    out = sample_normalized(data, flat, interp, padding)
+    return out.reshape(*out.shape[:2], *q)

@@ -1,0 +1,36 @@
+"""Atomic writes: write to a temporary sibling file, then rename over the target."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from ..errors import InputError
+
+
+def check_not_input(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> Path:
+    """Refuse to write over one of ``inputs``."""
+    target = Path(path).resolve()
+    for src in inputs:
+        if Path(src).exists() and Path(src).resolve() == target:
+            raise InputError(f"{path}: refusing to overwrite an input file")
+    return target
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder (same suffixes); rename it to ``path`` on success."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(target.suffixes) or ""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
