@@ -40,9 +40,12 @@ def normalized_from_voxel(shape: tuple[int, ...]) -> np.ndarray:
     return m
 
 
-def _half_widths(shape: tuple[int, ...], like: Tensor) -> Tensor:
-    """Normalised-coordinate bound of the grid extent ``[-0.5, n - 0.5]`` per axis."""
-    return torch.tensor([1.0 + 1.0 / (n - 1) if n > 1 else 1.0 for n in shape], dtype=like.dtype, device=like.device)
+def _inside(normalized: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """``(B, *Q)`` mask of points within the extent ``[-0.5, n - 0.5)`` voxels (half-open, as ITK's
+    ``IsInsideBuffer``), from normalised coordinates ``(B, *Q, D)``."""
+    half = torch.tensor([1.0 + 1.0 / (n - 1) if n > 1 else 1.0 for n in shape], dtype=normalized.dtype,
+                        device=normalized.device)
+    return ((normalized >= -half) & (normalized < half)).all(-1)
 
 
 def _to_grid_sample(normalized: Tensor) -> Tensor:
@@ -80,7 +83,7 @@ def sample_normalized(data: Tensor, normalized: Tensor, interp: Interp = "linear
         return F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)
     value = 0.0 if padding == "zeros" else float(padding)
     out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    inside = (normalized.abs() <= _half_widths(shape, normalized)).all(-1).unsqueeze(1)
+    inside = _inside(normalized, shape).unsqueeze(1)
     return torch.where(inside, out, torch.as_tensor(value, dtype=out.dtype, device=out.device))
 
 
@@ -123,7 +126,7 @@ def _sample_labels(data: Tensor, normalized: Tensor, padding: Padding) -> Tensor
             best = torch.where(better, weight, best)
             out = torch.where(better, label.to(data.dtype), out)
     if padding != "border":
-        inside = (normalized.abs() <= _half_widths(tuple(data.shape[2:]), normalized)).all(-1).unsqueeze(1)
+        inside = _inside(normalized, tuple(data.shape[2:])).unsqueeze(1)
         out = torch.where(inside & (best > 0), out, torch.as_tensor(background, dtype=data.dtype, device=data.device))
     return out
 
