@@ -7,10 +7,14 @@ no geometry of their own: pass ``spacing`` (default 1 mm) or store ``affine`` in
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
 import zlib
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -28,6 +32,8 @@ ITK_VOLUMES = (".mha", ".mhd", ".nrrd", ".nhdr", ".dcm")
 ITK_2D = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 NUMPY = (".npy", ".npz")
 SUPPORTED = NIFTI + ITK_VOLUMES + ITK_2D + NUMPY
+_READ_ERRORS = (OSError, EOFError, zlib.error, RuntimeError, ValueError, KeyError,
+                nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError)
 _TORCH_SAFE = {np.dtype("uint16"): np.int32, np.dtype("uint32"): np.int64, np.dtype("uint64"): np.int64,
                np.dtype("float16"): np.float32, np.dtype("bool"): np.uint8}
 
@@ -63,8 +69,8 @@ def read_image(path: str | os.PathLike, *, spacing: Sequence[float] | float | No
             array, grid, meta = _read_itk(p, dicom=kind == "dicom")
     except InputError:
         raise
-    except (OSError, EOFError, zlib.error, RuntimeError, ValueError, KeyError) as exc:
-        raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'corrupt or truncated file'})") from exc
+    except _READ_ERRORS as exc:
+        raise InputError(f"{path}: cannot read image ({_reason(exc)})") from exc
     if array.dtype in _TORCH_SAFE:
         array = array.astype(_TORCH_SAFE[array.dtype])
     data = torch.from_numpy(np.ascontiguousarray(array))
@@ -75,6 +81,51 @@ def read_image(path: str | os.PathLike, *, spacing: Sequence[float] | float | No
         data = torch.nan_to_num(data, nan=nan_to, posinf=nan_to, neginf=nan_to)
     meta["source"] = str(p)
     return Image(data, grid, meta)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line saying why a reader failed (ITK messages lose their source-file header and prefixes)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if isinstance(exc, RuntimeError) and lines and lines[0].startswith("Exception thrown in SimpleITK"):
+        lines = [re.sub(r"^(ITK ERROR: \w+\(0x[0-9a-fA-F]+\): |sitk::ERROR: |\[\w+\] )", "", ln)
+                 for ln in lines[1:] if not ln.startswith("Reason:")]
+    parts = [lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"] if lines else []
+    parts += [" ".join(getattr(exc, "itk_output", []))]
+    text = "; ".join(p for p in parts if p) or "corrupt or truncated file"
+    return f"{type(exc).__name__}: {text}"
+
+
+@contextlib.contextmanager
+def _itk_stderr() -> Iterator[list[str]]:
+    """Capture what C++ code (ITK, MetaIO, GDCM) prints on file descriptor 2 during the block.
+
+    On success the text is passed on to stderr unchanged (ITK warnings stay visible); on failure it is
+    attached to the exception as ``itk_output`` so that the one-line error can quote it.
+    """
+    lines: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (embedded interpreters): nothing to capture
+        yield lines
+        return
+    with tempfile.TemporaryFile() as buffer:
+        os.dup2(buffer.fileno(), 2)
+        failed = False
+        try:
+            yield lines
+        except BaseException as exc:
+            failed = True
+            exc.itk_output = lines  # type: ignore[attr-defined]
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            buffer.seek(0)
+            text = buffer.read().decode(errors="replace")
+            lines.extend(ln.strip() for ln in text.splitlines() if ln.strip())
+            if text and not failed:
+                sys.stderr.write(text)
 
 
 def _check_shape(shape: tuple[int, ...], path: Path) -> None:
@@ -139,15 +190,16 @@ def _read_numpy(p: Path, spacing: Sequence[float] | float | None) -> tuple[np.nd
 
 
 def _read_itk(p: Path, dicom: bool) -> tuple[np.ndarray, Grid, dict]:
-    if dicom:
-        reader = sitk.ImageSeriesReader()
-        series = reader.GetGDCMSeriesIDs(str(p))
-        if not series:
-            raise InputError(f"{p}: directory holds no DICOM series")
-        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(p), series[0]))
-        img = reader.Execute()
-    else:
-        img = sitk.ReadImage(str(p))
+    with _itk_stderr():
+        if dicom:
+            reader = sitk.ImageSeriesReader()
+            series = reader.GetGDCMSeriesIDs(str(p))
+            if not series:
+                raise InputError(f"{p}: directory holds no DICOM series")
+            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(p), series[0]))
+            img = reader.Execute()
+        else:
+            img = sitk.ReadImage(str(p))
     ndim = img.GetDimension()
     if ndim == 3 and img.GetSize()[2] == 1 and p.name.lower().endswith(ITK_2D):
         img = img[:, :, 0]
@@ -173,7 +225,9 @@ def write_image(image: Image, path: str | os.PathLike, *, dtype: np.dtype | str 
                 inputs: Sequence[str | os.PathLike] = ()) -> Path:
     """Write ``image`` (batch of one) to ``path`` atomically; refuses to overwrite any of ``inputs``.
 
-    ``dtype`` chooses the stored type (default: the data's own, or the source NIfTI header's).
+    ``dtype`` chooses the stored type. By default NIfTI keeps the source header's type, except that
+    floating-point data is never quantised into an integer type (an interpolated int16 image is
+    stored as float32). PNG/JPEG/TIFF/BMP hold 2-D 8/16-bit data and no geometry.
     """
     target = check_not_input(path, inputs)
     if image.batch_size != 1:
@@ -184,13 +238,18 @@ def write_image(image: Image, path: str | os.PathLike, *, dtype: np.dtype | str 
     array = image.data[0].detach().cpu().numpy()
     if dtype is not None:
         array = array.astype(np.dtype(dtype))
-    with atomic_path(target) as tmp:
-        if kind == "nifti":
-            _write_nifti(image, array, tmp, dtype is not None)
-        elif kind == "numpy":
-            _write_numpy(image, array, tmp)
-        else:
-            _write_itk(image, array, tmp)
+    if Path(path).name.lower().endswith(ITK_2D):
+        array = _raster_array(array, image.ndim, path)
+    try:
+        with atomic_path(target) as tmp:
+            if kind == "nifti":
+                _write_nifti(image, array, tmp, dtype is not None)
+            elif kind == "numpy":
+                _write_numpy(image, array, tmp)
+            else:
+                _write_itk(image, array, tmp)
+    except (OSError, RuntimeError) as exc:
+        raise InputError(f"{path}: cannot write image ({_reason(exc)})") from exc
     return target
 
 
@@ -222,7 +281,10 @@ def _write_nifti(image: Image, array: np.ndarray, tmp: Path, explicit_dtype: boo
         data = data.astype(np.uint8)
     header = source.copy() if isinstance(source, nib.Nifti1Header) else None
     img = nib.Nifti1Image(data, affine, header)
-    if header is not None and not explicit_dtype:
+    keep = header is not None and not explicit_dtype
+    if keep and np.issubdtype(data.dtype, np.floating) and not np.issubdtype(header.get_data_dtype(), np.floating):
+        img.set_data_dtype(np.float32)
+    elif keep:
         img.set_data_dtype(header.get_data_dtype())
     else:
         img.set_data_dtype(data.dtype)
@@ -245,17 +307,23 @@ def _write_numpy(image: Image, array: np.ndarray, tmp: Path) -> None:
             np.save(fh, data)
 
 
+def _raster_array(array: np.ndarray, ndim: int, path: str | os.PathLike) -> np.ndarray:
+    """``(C, X, Y)`` data as uint8 (or uint16 for integers above 255) for PNG/JPEG/TIFF/BMP."""
+    if ndim != 2:
+        raise InputError(f"{path}: PNG/JPEG/TIFF/BMP files hold 2-D images only; use .nii.gz or .mha")
+    if array.dtype in (np.uint8, np.uint16):
+        return array
+    lo, hi = float(array.min()), float(array.max())
+    if lo >= 0 and hi <= 255:
+        return np.round(array).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer) and lo >= 0 and hi <= 65535:
+        return array.astype(np.uint16)
+    raise InputError(f"{path}: intensities in [{lo:.4g}, {hi:.4g}] do not fit 8/16-bit; rescale or use .nii.gz/.mha")
+
+
 def _write_itk(image: Image, array: np.ndarray, tmp: Path) -> None:
     ndim = image.ndim
     name = tmp.name.lower()
-    if name.endswith(ITK_2D):
-        if ndim != 2:
-            raise InputError(f"{tmp.name}: PNG/JPEG/TIFF/BMP files hold 2-D images only")
-        if array.dtype not in (np.uint8, np.uint16):
-            lo, hi = float(array.min()), float(array.max())
-            if lo < 0 or hi > 255:
-                raise InputError(f"intensities in [{lo:.4g}, {hi:.4g}] do not fit 8-bit; rescale or use .nii.gz/.mha")
-            array = np.round(array).astype(np.uint8)
     spatial = np.transpose(array, (0, *range(ndim, 0, -1)))  # (C, z, y, x)
     c = array.shape[0]
     if c == 1:
