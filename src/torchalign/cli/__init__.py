@@ -11,7 +11,10 @@ import sys
 import click
 
 from ..errors import TorchalignError
+from .apply import apply_cmd, apply_points_cmd
+from .demo import demo
 from .info import info
+from .register import register_cmd
 from .resample import resample_cmd
 
 
@@ -21,8 +24,8 @@ def cli() -> None:
     """Image registration on PyTorch, in world coordinates."""
 
 
-cli.add_command(info)
-cli.add_command(resample_cmd)
+for _command in (info, resample_cmd, register_cmd, apply_cmd, apply_points_cmd, demo):
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

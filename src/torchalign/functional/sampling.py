@@ -151,3 +151,38 @@ def sample_world(data: Tensor, grid: Grid, points: Tensor, interp: Interp = "lin
     flat = normalized.reshape(points.shape[0], -1, *([1] * (d - 1)), d)
     out = sample_normalized(data, flat, interp, padding)
     return out.reshape(*out.shape[:2], *q)
+
+
+def _reverse_axes(ndim: int) -> np.ndarray:
+    """Homogeneous permutation reversing the coordinate order (the grid_sample flip, as a matrix)."""
+    p = np.zeros((ndim + 1, ndim + 1))
+    p[np.arange(ndim), np.arange(ndim)[::-1]] = 1
+    p[ndim, ndim] = 1
+    return p
+
+
+def sample_affine(data: Tensor, grid: Grid, matrix: Tensor, onto: Grid, padding: Padding = "zeros") -> Tensor:
+    """Linear sampling of ``(B, C, *S)`` data on ``grid`` through a world matrix, onto the grid ``onto``.
+
+    ``matrix`` is ``(B|1, D+1, D+1)`` moving_from_fixed (world mm). All geometry is folded into one
+    normalised-to-normalised matrix and sampled with ``affine_grid``: far cheaper than mapping every
+    point, and differentiable with respect to ``matrix``. Returns ``(B, C, *onto.shape)``.
+    """
+    d = grid.ndim
+    if matrix.ndim == 2:
+        matrix = matrix.unsqueeze(0)
+    flip = _reverse_axes(d)
+    left = torch.as_tensor(flip @ normalized_from_voxel(grid.shape) @ grid.voxel_from_world,
+                           dtype=matrix.dtype, device=matrix.device)
+    right = torch.as_tensor(onto.world_from_voxel @ np.linalg.inv(normalized_from_voxel(onto.shape)) @ flip,
+                            dtype=matrix.dtype, device=matrix.device)
+    theta = (left @ matrix @ right)[:, :d].to(data.dtype)
+    b = max(theta.shape[0], data.shape[0])
+    base = F.affine_grid(theta.expand(b, -1, -1), [b, 1, *onto.shape], align_corners=True)
+    src = data.expand(b, *data.shape[1:]) if data.shape[0] != b else data
+    if padding == "border":
+        return F.grid_sample(src, base, mode="bilinear", padding_mode="border", align_corners=True)
+    value = 0.0 if padding == "zeros" else float(padding)
+    out = F.grid_sample(src, base, mode="bilinear", padding_mode="border", align_corners=True)
+    inside = _inside(base.flip(-1), grid.shape).unsqueeze(1)
+    return torch.where(inside, out, torch.as_tensor(value, dtype=out.dtype, device=out.device))

@@ -1,0 +1,227 @@
+"""The multi-stage, multi-resolution registration driver.
+
+``register(fixed, moving, config)`` runs the stages of ``config`` in order, each starting from the
+previous result. Per level: ``q = T(x_fixed)``, ``warped = moving(q)``, ``loss = sim(fixed, warped,
+mask) + sum(w * reg(T))``, one optimiser step; stop at ``iterations`` or on a plateau.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .config import RegistrationConfig, Stage
+from .errors import InputError
+from .functional.sampling import sample_affine, sample_world
+from .grid import Grid
+from .image import Image, normalize_intensity
+from .losses import make_similarity
+from .pyramid import level_grid, smooth_and_shrink
+from .transforms.base import SpatialTransform
+from .transforms.linear import LinearTransform, MatrixTransform
+
+
+@dataclass
+class LevelRecord:
+    shrink: float
+    sigma: float
+    iterations: int
+    losses: list[float]
+    seconds: float
+    shape: tuple[int, ...]
+
+
+@dataclass
+class StageRecord:
+    transform: str
+    metric: str
+    levels: list[LevelRecord] = field(default_factory=list)
+
+
+@dataclass
+class Result:
+    """Outcome of :func:`register`: the fixed->moving transform, its linear part and the history."""
+
+    transform: SpatialTransform
+    linear: Tensor  # (B, D+1, D+1) float64 world matrix moving_from_fixed of the linear stages
+    init: np.ndarray
+    stages: list[StageRecord]
+    seconds: float
+
+
+@dataclass
+class Problem:
+    """One pyramid level, ready to evaluate: fixed data and points, moving data with a weight channel."""
+
+    fixed: Tensor  # (1, C, *S)
+    fixed_mask: Tensor | None  # (1, 1, *S)
+    points: Tensor  # (1, *S, D) fixed world points
+    grid: Grid
+    moving: Tensor  # (1, C + 1, *S_m): intensities and the moving mask (or ones) as last channel
+    moving_grid: Grid
+
+
+def prepare(image: Image, name: str, normalize: bool, mask: Image | None = None) -> Image:
+    """Float32, one channel (mean of channels), finite, robustly normalised to [0, 1]."""
+    image.check_finite(name)
+    data = image.data.float()
+    if data.shape[1] > 1:
+        data = data.mean(1, keepdim=True)
+    if normalize:
+        try:
+            data = normalize_intensity(data, mask=None if mask is None else mask.data)
+        except InputError as exc:
+            raise InputError(f"{name}: {exc}") from None
+    elif float(data.max() - data.min()) == 0.0:
+        raise InputError(f"{name}: image has zero intensity variance (constant image)")
+    return image.with_data(data)
+
+
+def prepare_mask(mask: Image | None, image: Image, name: str) -> Image | None:
+    """A binary float mask on its own grid; empty masks and dimension mismatches are errors."""
+    if mask is None:
+        return None
+    if mask.ndim != image.ndim:
+        raise InputError(f"{name} is {mask.ndim}-D but its image is {image.ndim}-D")
+    data = (mask.data[:, :1] > 0).float()
+    if not bool(data.any()):
+        raise InputError(f"{name} is empty (no non-zero voxel)")
+    return mask.with_data(data.to(image.device))
+
+
+def build_problem(fixed: Image, moving: Image, fixed_mask: Image | None, moving_mask: Image | None,
+                  shrink: float, sigma: float, sigma_units: str) -> Problem:
+    """Smooth and shrink both images to the level's resolution (same physical spacing)."""
+    spacing = fixed.grid.spacing * shrink
+    sigma_mm = sigma * fixed.grid.spacing if sigma_units == "vox" else np.full(fixed.ndim, sigma)
+    f_grid = level_grid(fixed.grid, spacing)
+    m_grid = level_grid(moving.grid, np.full(moving.ndim, spacing.mean()))
+    f = smooth_and_shrink(fixed, f_grid, sigma_mm)
+    m = smooth_and_shrink(moving, m_grid, float(np.mean(sigma_mm)))
+    fm = None
+    if fixed_mask is not None:
+        fm = (smooth_and_shrink(fixed_mask, f_grid, 0.0).data > 0.5).float()
+    weight = torch.ones_like(m.data[:, :1]) if moving_mask is None else \
+        (smooth_and_shrink(moving_mask, m_grid, 0.0).data > 0.5).float()
+    points = f_grid.points(device=fixed.device).unsqueeze(0)
+    return Problem(f.data, fm, points, f_grid, torch.cat([m.data, weight], 1), m_grid)
+
+
+def evaluate(problem: Problem, transform: SpatialTransform, similarity: Callable[..., Tensor],
+             regularisers: list[tuple[float, Callable[..., Tensor]]]) -> Tensor:
+    """Per-pair objective ``(B,)``: similarity over the overlap (and masks) plus weighted regularisers."""
+    if isinstance(transform, (LinearTransform, MatrixTransform)):
+        sampled = sample_affine(problem.moving, problem.moving_grid, transform.matrix(), problem.grid)
+    else:
+        sampled = sample_world(problem.moving, problem.moving_grid, transform(problem.points), "linear", "zeros")
+    c = problem.fixed.shape[1]
+    warped, weight = sampled[:, :c], sampled[:, c:]
+    mask = weight if problem.fixed_mask is None else weight * problem.fixed_mask
+    loss = similarity(problem.fixed, warped, mask)
+    for w, reg in regularisers:
+        loss = loss + w * reg(transform, problem.grid)
+    return loss
+
+
+def _plateau(losses: list[float], window: int, tolerance: float) -> bool:
+    if len(losses) < window:
+        return False
+    old, recent = losses[-window], min(losses[-window + 1:])
+    return old - recent < tolerance * max(abs(old), 1e-12)
+
+
+def optimise_level(problem: Problem, transform: SpatialTransform, stage: Stage, iterations: int, lr: float,
+                   similarity: Callable[..., Tensor], progress: bool, desc: str) -> list[float]:
+    """Run one level's optimisation in place on ``transform``; return the loss history."""
+    params = [p for p in transform.parameters() if p.requires_grad]
+    if not params or iterations == 0:
+        return []
+    try:
+        opt_cls = getattr(torch.optim, stage.optimizer)
+    except AttributeError:
+        raise InputError(f"unknown optimizer {stage.optimizer!r}; use a torch.optim class name (Adam, LBFGS, ...)") from None
+    options = dict(stage.optimizer_options)
+    if stage.optimizer == "LBFGS":
+        options.setdefault("line_search_fn", "strong_wolfe")
+        options.setdefault("max_iter", 1)
+    opt = opt_cls(params, lr=lr, **options)
+    losses: list[float] = []
+
+    def closure() -> Tensor:
+        opt.zero_grad(set_to_none=True)
+        loss = evaluate(problem, transform, similarity, []).sum()
+        loss.backward()
+        return loss
+
+    bar = tqdm(range(iterations), desc=desc, disable=not progress, leave=False)
+    for _ in bar:
+        value = float(opt.step(closure).detach())
+        if not np.isfinite(value):
+            raise InputError(f"{desc}: the loss diverged (became {value}); lower the learning rate")
+        losses.append(value)
+        bar.set_postfix(loss=f"{value:.5g}")
+        if _plateau(losses, stage.window, stage.tolerance):
+            break
+    return losses
+
+
+def linear_center_radius(grid: Grid) -> tuple[np.ndarray, float]:
+    """Rotation centre (grid centre) and the radius (mean half-extent, mm) for parameter scaling."""
+    extent = np.asarray(grid.shape) * grid.spacing
+    return grid.center(), float(extent.mean() / 2)
+
+
+def register(fixed: Image, moving: Image, config: RegistrationConfig, *, fixed_mask: Image | None = None,
+             moving_mask: Image | None = None, init: np.ndarray | None = None,
+             device: str | torch.device | None = None, progress: bool = False) -> Result:
+    """Register ``moving`` to ``fixed``: the result maps fixed world points to moving world points.
+
+    ``init`` is a ``(D+1, D+1)`` RAS world matrix (moving_from_fixed) replacing ``config.init``.
+    """
+    start = time.perf_counter()
+    if fixed.ndim != moving.ndim:
+        raise InputError(f"fixed image is {fixed.ndim}-D but moving image is {moving.ndim}-D")
+    torch.manual_seed(config.seed)
+    dev = torch.device(device) if device is not None else fixed.device
+    fixed_mask = prepare_mask(None if fixed_mask is None else fixed_mask.to(dev), fixed, "fixed mask")
+    moving_mask = prepare_mask(None if moving_mask is None else moving_mask.to(dev), moving, "moving mask")
+    f = prepare(fixed.to(dev), "fixed image", config.normalize, fixed_mask)
+    m = prepare(moving.to(dev), "moving image", config.normalize, moving_mask)
+    if init is None:
+        from .initialise import initial_matrix
+
+        init = initial_matrix(config.init, f, m, fixed_mask, moving_mask)
+    center, radius = linear_center_radius(f.grid)
+    linear = torch.as_tensor(np.asarray(init, dtype=np.float64)).unsqueeze(0)
+    transform: SpatialTransform = MatrixTransform(linear)
+    records: list[StageRecord] = []
+    for stage in config.stages:
+        if stage.is_linear:
+            transform = LinearTransform(f.ndim, stage.transform, center=center, radius=radius, base=linear,
+                                        freeze=stage.freeze).to(dev)
+        else:
+            raise InputError(f"stage {stage.transform!r} is not available yet")
+        records.append(run_stage(f, m, fixed_mask, moving_mask, transform, stage, progress))
+        if stage.is_linear:
+            linear = transform.matrix().detach()
+    return Result(transform, linear, np.asarray(init), records, time.perf_counter() - start)
+
+
+def run_stage(fixed: Image, moving: Image, fixed_mask: Image | None, moving_mask: Image | None,
+              transform: SpatialTransform, stage: Stage, progress: bool) -> StageRecord:
+    """All levels of one stage, coarse to fine."""
+    similarity = make_similarity(stage.metric, **stage.metric_options)
+    record = StageRecord(stage.transform, stage.metric)
+    for i, level in enumerate(stage.levels):
+        t0 = time.perf_counter()
+        problem = build_problem(fixed, moving, fixed_mask, moving_mask, level.shrink, level.sigma, stage.sigma_units)
+        desc = f"{stage.transform} L{i + 1}/{len(stage.levels)} {problem.grid.shape}"
+        losses = optimise_level(problem, transform, stage, level.iterations, stage.lr, similarity, progress, desc)
+        record.levels.append(LevelRecord(level.shrink, level.sigma, len(losses), losses,
+                                         time.perf_counter() - t0, problem.grid.shape))
+    return record
