@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import data_file
+
 from torchalign.errors import InputError
 from torchalign.functional.sampling import sample_world
 from torchalign.grid import Grid

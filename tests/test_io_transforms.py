@@ -8,18 +8,25 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import data_file
 from nibabel.affines import from_matvec
 from nibabel.eulerangles import euler2mat
 
-from conftest import data_file
 from torchalign.errors import InputError
 from torchalign.functional.sampling import sample_world
 from torchalign.grid import Grid, apply_matrix
 from torchalign.image import Image
 from torchalign.io.images import write_image
 from torchalign.io.lps import flip_points
-from torchalign.io.transforms import (Displacement, read_displacement, read_fsl, read_linear,
-                                      read_transform_chain, write_displacement, write_linear)
+from torchalign.io.transforms import (
+    Displacement,
+    read_displacement,
+    read_fsl,
+    read_linear,
+    read_transform_chain,
+    write_displacement,
+    write_linear,
+)
 from torchalign.resample import resample
 
 ants = pytest.importorskip("ants", reason="ANTsPy (antspyx) is the reference oracle for these tests")
@@ -77,8 +84,8 @@ def test_ants_written_transforms_are_read(tmp_path, rng):
     a = np.eye(3) + rng.normal(0, 0.1, (3, 3))
     t, c = rng.uniform(-10, 10, 3), rng.uniform(-30, 30, 3)
     points_lps = rng.uniform(-100, 100, (20, 3))
-    for kind, kwargs in (("AffineTransform", dict(matrix=a, translation=t, center=c)),
-                         ("Euler3DTransform", dict(parameters=(0.3, -0.2, 0.5, *t), fixed_parameters=(*c, 0)))):
+    for kind, kwargs in (("AffineTransform", {"matrix": a, "translation": t, "center": c}),
+                         ("Euler3DTransform", {"parameters": (0.3, -0.2, 0.5, *t), "fixed_parameters": (*c, 0)})):
         atx = ants.create_ants_transform(transform_type=kind, dimension=3, precision="double", **kwargs)
         path = str(tmp_path / f"{kind}.mat")
         ants.write_transform(atx, path)
@@ -169,8 +176,8 @@ def _smooth_field(grid: Grid, rng: np.random.Generator, amplitude: float) -> tor
 
 
 def _pull_with_field(moving: Image, fixed_grid: Grid, field: torch.Tensor) -> np.ndarray:
-    u = field[0].movedim(0, -1).unsqueeze(0).double()
-    return resample(moving, fixed_grid, transform=lambda p: p + u).data[0, 0].numpy()
+    u = field[0].movedim(0, -1).unsqueeze(0).double()  # (1, *S, D), voxel order of the grid's points
+    return resample(moving, fixed_grid, transform=lambda p: p + u.reshape(p.shape)).data[0, 0].numpy()
 
 
 def _sitk_field_resample(fixed_path: Path, moving_path: Path, warp: Path) -> np.ndarray:

@@ -15,8 +15,9 @@ the LPS <-> RAS flip happens here through :mod:`torchalign.io.lps` only.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence, Union
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -30,7 +31,7 @@ from .atomic import atomic_path, check_not_input
 from .images import nifti_affine, read_image
 from .lps import flip_matrix, flip_points
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 LINEAR_SUFFIXES = (".txt", ".tfm", ".mat")
 FIELD_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
 NIFTI_INTENT_VECTOR = 1007
@@ -43,7 +44,7 @@ class Displacement(NamedTuple):
     grid: Grid
 
 
-ChainItem = Union[np.ndarray, Displacement]
+ChainItem = np.ndarray | Displacement
 
 
 def _suffix(path: PathLike) -> str:
