@@ -156,7 +156,7 @@ def test_rotation_search_scores_candidates_as_batches(ellipsoid):
 
     def loss(fixed, warped, mask):
         batches.append(warped.shape[0])
-        assert fixed.shape[0] == 1 and mask.shape == (warped.shape[0], 1, *warped.shape[2:])
+        assert fixed.shape == warped.shape and mask.shape == (warped.shape[0], 1, *warped.shape[2:])
         return negative_ncc(fixed, warped, mask)
 
     truth = _rigid(Rotation.from_euler("ZYX", [90, 0, 180], degrees=True).as_matrix(), ellipsoid.grid.center(), [3, 0, -2])

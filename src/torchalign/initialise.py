@@ -36,10 +36,10 @@ PairLoss = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
 def negative_ncc(fixed: Tensor, warped: Tensor, mask: Tensor | None = None) -> Tensor:
     """Negative (masked) normalised cross-correlation over all channels and voxels -> ``(B,)`` in [-1, 1]."""
     b = max(fixed.shape[0], warped.shape[0])
-    w = torch.ones_like(warped[:, :1]) if mask is None else mask
-    w = w.expand(b, fixed.shape[1], *fixed.shape[2:]).reshape(b, -1)
-    f = fixed.expand(b, *fixed.shape[1:]).reshape(b, -1)
-    m = warped.reshape(b, -1)
+    shape = (b, *warped.shape[1:])  # a batch of 1 on either side broadcasts
+    f = fixed.expand(shape).reshape(b, -1)
+    m = warped.expand(shape).reshape(b, -1)
+    w = torch.ones_like(m) if mask is None else mask.expand(shape).reshape(b, -1)
     total = w.sum(1).clamp_min(1e-12)
     fc = f - (w * f).sum(1, keepdim=True) / total[:, None]
     mc = m - (w * m).sum(1, keepdim=True) / total[:, None]
@@ -222,7 +222,8 @@ class _Search:
                 warped, weight = sampled[:, :-1], sampled[:, -1:].clamp(0, 1)
                 if self.fixed_weight is not None:
                     weight = weight * self.fixed_weight
-                scores = self.loss(self.fixed, warped, weight).double().cpu()
+                fixed = self.fixed.expand(warped.shape[0], *self.fixed.shape[1:])
+                scores = self.loss(fixed, warped, weight).double().cpu()
                 overlap = weight.flatten(1).sum(1).double().cpu() / self.full
             out.append(torch.where(overlap >= self.min_overlap, scores, torch.full_like(scores, np.inf)))
         return torch.cat(out).numpy()
