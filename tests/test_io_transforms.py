@@ -263,6 +263,30 @@ def test_chain_order_matches_ants_points(tmp_path, rng):
     assert np.allclose(inverse @ m, np.eye(4), atol=1e-9)
 
 
+def test_chain_expands_an_itk_composite(tmp_path, rng):
+    """A SimpleITK composite [affine, field] (.h5, like ANTs' Composite.h5): the field acts first."""
+    grid = Grid.from_geometry((12, 14, 10), spacing=(3.0, 2.5, 4.0), origin=(20.0, -10.0, 5.0),
+                              direction=np.diag([-1.0, 1.0, 1.0]))
+    field = _smooth_field(grid, rng, amplitude=3.0)
+    path = write_displacement(field, grid, tmp_path / "w.nii.gz")
+    affine = sitk.AffineTransform(3)
+    affine.SetMatrix((np.eye(3) + rng.normal(0, 0.1, (3, 3))).ravel().tolist())
+    affine.SetTranslation(rng.uniform(-5, 5, 3).tolist())
+    composite = sitk.CompositeTransform([affine, sitk.DisplacementFieldTransform(
+        sitk.ReadImage(str(path), sitk.sitkVectorFloat64))])
+    sitk.WriteTransform(composite, str(tmp_path / "composite.h5"))
+
+    chain = read_transform_chain([tmp_path / "composite.h5"])
+    assert isinstance(chain[0], Displacement) and isinstance(chain[1], np.ndarray)
+    assert chain[0].grid.same_as(grid) and torch.allclose(chain[0].field, field, atol=1e-5)
+    points = grid.voxel_to_world(torch.from_numpy(rng.uniform(1, 8, (20, 3))))[None]
+    ours = apply_matrix(chain[1], points + sample_world(chain[0].field.double(), grid, points).movedim(1, -1))
+    by_sitk = _sitk_points(sitk.ReadTransform(str(tmp_path / "composite.h5")), flip_points(points[0].numpy()))
+    assert np.abs(flip_points(ours[0].numpy()) - by_sitk).max() < 1e-4
+    with pytest.raises(InputError, match="only a linear transform can be inverted"):
+        read_transform_chain([(tmp_path / "composite.h5", True)])
+
+
 # ---- bad input ---------------------------------------------------------------------------------
 def test_bad_linear_files(tmp_path):
     with pytest.raises(InputError, match="no such transform file"):
@@ -314,7 +338,7 @@ def test_bad_displacement_files(tmp_path):
     with pytest.raises(InputError, match="different dimensions"):
         write_displacement(torch.zeros(1, 3, 5, 6, 7), grid, tmp_path / "w3.nii.gz")
         read_transform_chain([tmp_path / "w3.nii.gz", write_linear(np.eye(3), tmp_path / "a2.txt")])
-    with pytest.raises(InputError, match="cannot be inverted"):
+    with pytest.raises(InputError, match="only a linear transform can be inverted"):
         read_transform_chain([(tmp_path / "w3.nii.gz", True)])
     with pytest.raises(InputError, match="empty transform list"):
         read_transform_chain([])

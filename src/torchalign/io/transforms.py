@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..grid import Grid
 from .atomic import atomic_path, check_not_input
 from .images import nifti_affine, read_image
-from .lps import flip_matrix, flip_points
+from .lps import flip_matrix, flip_points, ras_from_lps
 
 PathLike = str | os.PathLike
 LINEAR_SUFFIXES = (".txt", ".tfm", ".mat")
@@ -211,10 +211,26 @@ def read_displacement(path: PathLike) -> Displacement:
         kind = "a scalar image" if image.channels == 1 else f"an image with {image.channels} components"
         raise InputError(f"{path}: is {kind}, not a {image.ndim}-D displacement field "
                          f"(expected {image.ndim} vector components per voxel)")
-    u = image.data.to(torch.float32)
-    flip = torch.ones(image.ndim, dtype=u.dtype)
-    flip[:2] = -1  # LPS -> RAS vectors (the same negation as io.lps.flip_points)
-    return Displacement(u * flip.view(1, -1, *([1] * image.ndim)), image.grid)
+    return Displacement(_ras_vectors(image.data), image.grid)
+
+
+def _ras_vectors(lps: Tensor) -> Tensor:
+    """``(1, D, *S)`` LPS displacement vectors -> RAS float32 (the negation of io.lps.flip_points)."""
+    flip = torch.ones(lps.shape[1], dtype=torch.float32)
+    flip[:2] = -1
+    return lps.to(torch.float32) * flip.view(1, -1, *([1] * (lps.ndim - 2)))
+
+
+def _field_from_sitk(image: sitk.Image) -> Displacement:
+    """A SimpleITK vector image of LPS displacements -> ``Displacement`` in RAS."""
+    d = image.GetDimension()
+    u = np.moveaxis(sitk.GetArrayFromImage(image), -1, 0)  # (D, [z,] y, x)
+    u = np.transpose(u, (0, *range(d, 0, -1)))  # (D, x, y[, z])
+    lps = np.eye(d + 1)
+    lps[:d, :d] = np.asarray(image.GetDirection()).reshape(d, d) * np.asarray(image.GetSpacing())[None, :]
+    lps[:d, d] = image.GetOrigin()
+    field = _ras_vectors(torch.from_numpy(np.ascontiguousarray(u))[None])
+    return Displacement(field, Grid(u.shape[1:], ras_from_lps(d) @ lps))
 
 
 def _check_nifti_field(path: PathLike) -> None:
@@ -237,6 +253,19 @@ def _check_nifti_field(path: PathLike) -> None:
 
 
 # ---- chains -------------------------------------------------------------------------------------
+def _itk_chain(tx: sitk.Transform, what: str) -> list[ChainItem]:
+    """An ITK transform as chain items, in the order a fixed point goes through them."""
+    if tx.IsLinear():
+        return [_linear_matrix(tx, what)]
+    if isinstance(tx, sitk.CompositeTransform):
+        # ITK composites are stacks: the transform added last is applied to the point first.
+        return [item for i in reversed(range(tx.GetNumberOfTransforms()))
+                for item in _itk_chain(tx.GetNthTransform(i), what)]
+    if isinstance(tx, sitk.DisplacementFieldTransform):
+        return [_field_from_sitk(tx.GetDisplacementField())]
+    raise InputError(f"{what}: {tx.GetName()} is not supported; a chain holds linear transforms and displacement fields")
+
+
 def read_transform_chain(paths: Sequence[PathLike | tuple[PathLike, bool]]) -> list[ChainItem]:
     """Read an ANTs ``transformlist`` -> a list of RAS matrices and ``Displacement`` fields.
 
@@ -244,7 +273,9 @@ def read_transform_chain(paths: Sequence[PathLike | tuple[PathLike, bool]]) -> l
     a fixed-space point goes through them: ``[warp, affine]`` means ``x -> affine(warp(x))`` (as
     ``ants.apply_transforms(fixed, moving, [warp, affine])``; torchalign's ``Compose(warp, affine)``).
     An item ``(path, True)`` is inverted (linear files only, like ANTs' ``whichtoinvert``).
-    Linear files are ``.txt``/``.tfm``/``.mat``/``.h5``; fields are NIfTI/MetaImage/NRRD warps.
+    Fields are NIfTI/MetaImage/NRRD warps; other files are read by SimpleITK (``.txt``, ``.tfm``,
+    ``.mat``, ``.h5``): a composite (ANTs' ``Composite.h5``) is expanded into its linear and
+    displacement-field parts in application order.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -253,13 +284,13 @@ def read_transform_chain(paths: Sequence[PathLike | tuple[PathLike, bool]]) -> l
     chain: list[ChainItem] = []
     for item in paths:
         path, invert = item if isinstance(item, tuple) else (item, False)
-        if _suffix(path) in FIELD_SUFFIXES:
-            if invert:
-                raise InputError(f"{path}: a displacement field cannot be inverted here; give its inverse warp file")
-            chain.append(read_displacement(path))
-        else:
-            m = read_linear(path)
-            chain.append(np.linalg.inv(m) if invert else m)
+        items = ([read_displacement(path)] if _suffix(path) in FIELD_SUFFIXES
+                 else _itk_chain(_read_itk_transform(path), str(path)))
+        if invert:
+            if len(items) != 1 or not isinstance(items[0], np.ndarray):
+                raise InputError(f"{path}: only a linear transform can be inverted here; give the inverse warp file")
+            items = [np.linalg.inv(items[0])]
+        chain += items
     dims = {item.shape[0] - 1 if isinstance(item, np.ndarray) else item.grid.ndim for item in chain}
     if len(dims) != 1:
         raise InputError(f"transforms of different dimensions {sorted(dims)} in one chain: {list(paths)}")
