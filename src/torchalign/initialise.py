@@ -235,16 +235,18 @@ def _coarse(image: Image, grid: Grid) -> Image:
     return smooth_and_shrink(image, grid, sigma.tolist())
 
 
+def _default_angles(ndim: int) -> np.ndarray:
+    return np.arange(-180.0, 180.0, 15.0 if ndim == 2 else 45.0)
+
+
 def rotation_matrices(ndim: int, angles_deg: Sequence[float] | None = None) -> np.ndarray:
     """Grid of rotations ``(K, D, D)``: 2-D, one per angle; 3-D, ZYX Euler angles ``Rz(a) Ry(b) Rx(c)``.
 
     In 3-D, ``a`` and ``c`` take every value of ``angles_deg`` and ``b`` those within [-90, 90]
     (that covers all rotations); duplicates (gimbal lock at b = +-90) are removed. Defaults:
-    2-D every 15 degrees, 3-D every 45 degrees (184 distinct rotations).
+    2-D every 15 degrees (24 rotations), 3-D every 45 degrees (208 distinct rotations).
     """
-    if angles_deg is None:
-        angles_deg = np.arange(-180, 180, 15 if ndim == 2 else 45)
-    angles = np.asarray(angles_deg, dtype=np.float64)
+    angles = _default_angles(ndim) if angles_deg is None else np.asarray(angles_deg, dtype=np.float64)
     if angles.ndim != 1 or len(angles) == 0 or not np.all(np.isfinite(angles)):
         raise InputError(f"angles_deg must be a non-empty list of finite angles, got {angles_deg}")
     if ndim == 2:
@@ -315,7 +317,7 @@ def rotation_search(fixed: Image, moving: Image, loss: PairLoss = negative_ncc, 
                          "check the images' world positions or lower min_overlap")
     keep = np.argsort(scores)[:top_k]
     best, best_scores = candidates[keep], scores[keep]
-    angles = np.unique(np.asarray(np.arange(-180, 180, 15 if d == 2 else 45) if angles_deg is None else angles_deg))
+    angles = np.unique(_default_angles(d) if angles_deg is None else np.asarray(angles_deg, dtype=np.float64))
     angle = 0.5 * (float(np.diff(angles).min()) if len(angles) > 1 else 10.0)
     shift = 2 * float(search.fixed_grid.spacing.max()) if translation_mm is None else float(translation_mm)
     scale = np.ones(len(best))
