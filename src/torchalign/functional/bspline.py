@@ -14,17 +14,19 @@ differentiates cheaply. Other grids and point sets go through a 4^D-neighbour ga
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from itertools import product
-from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError
 from ..grid import Grid, apply_matrix
 
 _LETTERS = "abcdefgh"
+_PAD = 4  # zero control points around the lattice: enough for base indices clamped to [-3, L + 1]
 
 
 def control_grid(grid: Grid, spacing_mm: float | Sequence[float]) -> Grid:
@@ -135,31 +137,43 @@ def evaluate_bspline(coeffs: Tensor, lattice: Grid, grid: Grid, derivative: Sequ
 
 def evaluate_bspline_points(coeffs: Tensor, lattice: Grid, points: Tensor,
                             derivative: Sequence[int] | None = None) -> Tensor:
-    """Spline (or a lattice-coordinate partial derivative) at world ``points (B|1, *Q, D)`` -> ``(B, C, *Q)``."""
+    """Spline (or a lattice-coordinate partial derivative) at world ``points (B|1, *Q, D)`` -> ``(B, C, *Q)``.
+
+    Each point gathers its 4^D control points. The lattice is zero-padded by ``_PAD`` so that one
+    base index plus constant offsets addresses every neighbour, and points far outside (clamped
+    into the padding) read zeros.
+    """
     _check_coeffs(coeffs, lattice)
     d = lattice.ndim
     if points.ndim < 2 or points.shape[-1] != d:
         raise InputError(f"points must be (B, ..., {d}), got {tuple(points.shape)}")
-    b = coeffs.shape[0]
+    b, c = coeffs.shape[:2]
     if points.shape[0] not in (1, b) and b != 1:
         raise InputError(f"batch sizes differ: coeffs {b}, points {points.shape[0]}")
     orders = tuple(derivative) if derivative is not None else (0,) * d
-    coords = apply_matrix(lattice.voxel_from_world, points.to(torch.float64)).reshape(points.shape[0], -1, d)
-    supports = [_support(coords[..., k], lattice.shape[k], orders[k]) for k in range(d)]
-    strides = [math.prod(lattice.shape[k + 1:]) for k in range(d)]
-    flat = coeffs.reshape(b, coeffs.shape[1], -1)
+    dtype = coeffs.dtype
     nb = max(b, points.shape[0])
-    if b != nb:
-        flat = flat.expand(nb, -1, -1)
+    coords = apply_matrix(lattice.voxel_from_world, points.to(torch.float64)).reshape(points.shape[0], -1, d)
+    padded = F.pad(coeffs, [_PAD] * (2 * d))
+    sizes = padded.shape[2:]
+    strides = [math.prod(sizes[k + 1:]) for k in range(d)]
+    table = padded.reshape(b, c, -1).transpose(1, 2).reshape(-1, c)  # (B * N, C) rows of control points
+    flat = torch.zeros(coords.shape[:2], dtype=torch.long, device=coeffs.device)
+    weights = []
+    for k in range(d):
+        base = torch.floor(coords[..., k])
+        weights.append(bspline_basis(coords[..., k] - base, orders[k]).to(dtype))
+        start = base.clamp(-3, lattice.shape[k] + 1).long() - 1 + _PAD
+        flat = flat + start * strides[k]
+    rows = flat + (torch.arange(b, device=coeffs.device) * table.shape[0] // b).reshape(-1, 1)  # (nb, Q)
     out = None
     for combo in product(range(4), repeat=d):
-        index = sum(supports[k][0][..., a] * strides[k] for k, a in enumerate(combo))
-        weight = math.prod(supports[k][1][..., a] for k, a in enumerate(combo)).to(flat.dtype)
-        index = index.expand(nb, -1).unsqueeze(1).expand(-1, flat.shape[1], -1)
-        term = torch.gather(flat, 2, index) * weight.unsqueeze(1)
+        offset = sum(a * strides[k] for k, a in enumerate(combo))
+        weight = math.prod(weights[k][..., a] for k, a in enumerate(combo))
+        term = F.embedding(rows + offset, table) * weight.unsqueeze(-1)
         out = term if out is None else out + term
     assert out is not None
-    return out.reshape(nb, coeffs.shape[1], *points.shape[1:-1])
+    return out.expand(nb, -1, -1).movedim(-1, 1).reshape(nb, c, *points.shape[1:-1])
 
 
 def _lattice_from_world_linear(lattice: Grid) -> np.ndarray:

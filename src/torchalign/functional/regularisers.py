@@ -10,8 +10,8 @@ for orthonormal directions), so the common case costs one stencil per term.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import combinations_with_replacement
-from typing import Sequence
 
 import numpy as np
 import torch
