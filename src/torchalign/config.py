@@ -42,7 +42,8 @@ class Stage(_Strict):
                                                          Level(shrink=2, sigma=1, iterations=50)])
     sigma_units: Literal["vox", "mm"] = "vox"
     optimizer: str = "Adam"
-    lr: float = Field(1.0, gt=0.0, description="Learning rate (mm per step for linear stages).")
+    lr: float = Field(0.2, gt=0.0, description="Learning rate; for linear stages in voxels of the level "
+                                                "(the first Adam steps move about lr voxels).")
     optimizer_options: dict[str, Any] = Field(default_factory=dict)
     freeze: list[Literal["translation", "rotation", "scale", "shear"]] = Field(default_factory=list)
     regularisers: list[Regulariser] = Field(default_factory=list)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import initialise
 from .config import RegistrationConfig, Stage
 from .errors import InputError
 from .functional.sampling import sample_affine, sample_world
@@ -121,6 +122,7 @@ def evaluate(problem: Problem, transform: SpatialTransform, similarity: Callable
         sampled = sample_world(problem.moving, problem.moving_grid, transform(problem.points), "linear", "zeros")
     c = problem.fixed.shape[1]
     warped, weight = sampled[:, :c], sampled[:, c:]
+    weight = weight.clamp(0.0, 1.0)  # linear interpolation of ones can overshoot 1 by rounding
     mask = weight if problem.fixed_mask is None else weight * problem.fixed_mask
     loss = similarity(problem.fixed, warped, mask)
     for w, reg in regularisers:
@@ -135,22 +137,32 @@ def _plateau(losses: list[float], window: int, tolerance: float) -> bool:
     return old - recent < tolerance * max(abs(old), 1e-12)
 
 
-def optimise_level(problem: Problem, transform: SpatialTransform, stage: Stage, iterations: int, lr: float,
-                   similarity: Callable[..., Tensor], progress: bool, desc: str) -> list[float]:
-    """Run one level's optimisation in place on ``transform``; return the loss history."""
-    params = [p for p in transform.parameters() if p.requires_grad]
-    if not params or iterations == 0:
-        return []
-    try:
-        opt_cls = getattr(torch.optim, stage.optimizer)
-    except AttributeError:
-        raise InputError(f"unknown optimizer {stage.optimizer!r}; use a torch.optim class name (Adam, LBFGS, ...)") from None
+def make_optimizer(stage: Stage, params: list[Tensor], lr: float) -> torch.optim.Optimizer:
+    """The stage's ``torch.optim`` class by name (LBFGS gets a strong-Wolfe line search)."""
+    opt_cls = getattr(torch.optim, stage.optimizer, None)
+    if not (isinstance(opt_cls, type) and issubclass(opt_cls, torch.optim.Optimizer)):
+        raise InputError(f"unknown optimizer {stage.optimizer!r}; use a torch.optim class name (Adam, SGD, LBFGS, ...)")
     options = dict(stage.optimizer_options)
     if stage.optimizer == "LBFGS":
         options.setdefault("line_search_fn", "strong_wolfe")
         options.setdefault("max_iter", 1)
-    opt = opt_cls(params, lr=lr, **options)
+    return opt_cls(params, lr=lr, **options)
+
+
+def optimise_level(problem: Problem, transform: SpatialTransform, stage: Stage, iterations: int, lr: float,
+                   similarity: Callable[..., Tensor], progress: bool, desc: str) -> list[float]:
+    """Run one level's optimisation in place on ``transform``; return the loss history.
+
+    The learning rate is annealed (cosine, to 5 %) over the level, and the parameters with the
+    lowest loss seen are restored at the end.
+    """
+    params = [p for p in transform.parameters() if p.requires_grad]
+    if not params or iterations == 0:
+        return []
+    opt = make_optimizer(stage, params, lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=iterations, eta_min=0.05 * lr)
     losses: list[float] = []
+    best = (float("inf"), [p.detach().clone() for p in params])
 
     def closure() -> Tensor:
         opt.zero_grad(set_to_none=True)
@@ -160,14 +172,37 @@ def optimise_level(problem: Problem, transform: SpatialTransform, stage: Stage, 
 
     bar = tqdm(range(iterations), desc=desc, disable=not progress, leave=False)
     for _ in bar:
-        value = float(opt.step(closure).detach())
+        before = [p.detach().clone() for p in params]
+        value = float(opt.step(closure).detach())  # the loss at ``before``
         if not np.isfinite(value):
             raise InputError(f"{desc}: the loss diverged (became {value}); lower the learning rate")
+        if value < best[0]:
+            best = (value, before)
+        schedule.step()
         losses.append(value)
         bar.set_postfix(loss=f"{value:.5g}")
         if _plateau(losses, stage.window, stage.tolerance):
             break
+    final = float(evaluate(problem, transform, similarity, []).sum().detach())
+    if final > best[0]:
+        with torch.no_grad():
+            for p, b in zip(params, best[1]):
+                p.copy_(b)
     return losses
+
+
+def initial_matrix(name: str, fixed: Image, moving: Image, fixed_mask: Image | None, moving_mask: Image | None,
+                   loss: Callable[..., Tensor]) -> np.ndarray:
+    """The ``(D+1, D+1)`` starting matrix named by the config's ``init``."""
+    inits: dict[str, Callable[[], np.ndarray]] = {
+        "none": lambda: initialise.init_identity(fixed, moving),
+        "geometry": lambda: initialise.init_geometry(fixed, moving),
+        "com": lambda: initialise.init_center_of_mass(fixed, moving, fixed_mask, moving_mask),
+        "moments": lambda: initialise.init_moments(fixed, moving, fixed_mask, moving_mask, loss=loss),
+        "search": lambda: initialise.rotation_search(fixed, moving, loss, fixed_mask=fixed_mask,
+                                                     moving_mask=moving_mask, translation_steps=3),
+    }
+    return inits[name]()
 
 
 def linear_center_radius(grid: Grid) -> tuple[np.ndarray, float]:
@@ -193,9 +228,8 @@ def register(fixed: Image, moving: Image, config: RegistrationConfig, *, fixed_m
     f = prepare(fixed.to(dev), "fixed image", config.normalize, fixed_mask)
     m = prepare(moving.to(dev), "moving image", config.normalize, moving_mask)
     if init is None:
-        from .initialise import initial_matrix
-
-        init = initial_matrix(config.init, f, m, fixed_mask, moving_mask)
+        loss = make_similarity(config.stages[0].metric, **config.stages[0].metric_options)
+        init = initial_matrix(config.init, f, m, fixed_mask, moving_mask, loss)
     center, radius = linear_center_radius(f.grid)
     linear = torch.as_tensor(np.asarray(init, dtype=np.float64)).unsqueeze(0)
     transform: SpatialTransform = MatrixTransform(linear)
@@ -221,7 +255,8 @@ def run_stage(fixed: Image, moving: Image, fixed_mask: Image | None, moving_mask
         t0 = time.perf_counter()
         problem = build_problem(fixed, moving, fixed_mask, moving_mask, level.shrink, level.sigma, stage.sigma_units)
         desc = f"{stage.transform} L{i + 1}/{len(stage.levels)} {problem.grid.shape}"
-        losses = optimise_level(problem, transform, stage, level.iterations, stage.lr, similarity, progress, desc)
+        lr = stage.lr * float(np.mean(problem.grid.spacing)) if stage.is_linear else stage.lr
+        losses = optimise_level(problem, transform, stage, level.iterations, lr, similarity, progress, desc)
         record.levels.append(LevelRecord(level.shrink, level.sigma, len(losses), losses,
                                          time.perf_counter() - t0, problem.grid.shape))
     return record
