@@ -61,21 +61,50 @@ def _same_grid(fixed: Image, other: Image, what: str) -> None:
                          f"got {fixed.grid} and {other.grid}")
 
 
-def _new_figure(panel_views: Sequence[View], rows: int = 1, colorbar: bool = False) -> tuple[Figure, np.ndarray]:
-    """A figure whose panels keep the millimetre aspect of each view; ``axes`` shaped ``(rows, len(views))``."""
-    widths = [(v.extent[1] - v.extent[0]) / (v.extent[3] - v.extent[2]) for v in panel_views]
-    extra = 0.35 if colorbar else 0.0
-    fig = Figure(figsize=(PANEL_HEIGHT * (sum(widths) + extra) + 0.2, PANEL_HEIGHT * rows + 0.35 * rows),
-                 layout="constrained", facecolor="white")
+_MARGIN, _GAP, _TITLE_BAND, _SUPTITLE_BAND, _COLORBAR_BAND = 0.06, 0.08, 0.26, 0.3, 0.95  # inches
+
+
+def _new_figure(panel_views: Sequence[View], rows: int = 1, colorbar: bool = False,
+                title: str | None = None) -> tuple[Figure, np.ndarray]:
+    """Rows of panels that keep the millimetre aspect of each view, placed by hand (no layout engine,
+    which costs more than drawing); ``axes`` ``(rows, len(views))``. ``colorbar`` reserves room on
+    the right for :func:`_colorbar`; ``title`` goes above everything."""
+    widths = [PANEL_HEIGHT * (v.extent[1] - v.extent[0]) / (v.extent[3] - v.extent[2]) for v in panel_views]
+    panels_w = sum(widths) + _GAP * (len(widths) - 1)
+    top = _SUPTITLE_BAND if title else 0.0
+    fig_w = 2 * _MARGIN + panels_w + (_COLORBAR_BAND if colorbar else 0.0)
+    fig_h = top + rows * (_TITLE_BAND + PANEL_HEIGHT) + (rows - 1) * _GAP + _MARGIN
+    fig = Figure(figsize=(fig_w, fig_h), facecolor="white")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, len(panel_views), squeeze=False, gridspec_kw={"width_ratios": widths})
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_facecolor("black")
-        for spine in ax.spines.values():
-            spine.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=9.5, y=1 - 0.5 * _SUPTITLE_BAND / fig_h, va="center")
+    axes = np.empty((rows, len(widths)), dtype=object)
+    for r in range(rows):
+        bottom = fig_h - top - (r + 1) * (_TITLE_BAND + PANEL_HEIGHT) - r * _GAP
+        left = _MARGIN
+        for i, w in enumerate(widths):
+            ax = fig.add_axes((left / fig_w, bottom / fig_h, w / fig_w, PANEL_HEIGHT / fig_h))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_facecolor("black")
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            axes[r, i] = ax
+            left += w + _GAP
     return fig, axes
+
+
+def _colorbar(fig: Figure, axes: np.ndarray, mappable: Any, label: str, extend: str = "neither") -> None:
+    """A vertical colour bar in the room :func:`_new_figure` reserved right of the panels."""
+    boxes = [ax.get_position() for ax in axes.ravel()]
+    x0 = max(b.x1 for b in boxes)
+    y0, y1 = min(b.y0 for b in boxes), max(b.y1 for b in boxes)
+    fig_w = fig.get_figwidth()
+    pad = 0.05 * (y1 - y0)
+    cax = fig.add_axes((x0 + 0.14 / fig_w, y0 + pad, 0.14 / fig_w, y1 - y0 - 2 * pad))
+    cb = fig.colorbar(mappable, cax=cax, extend=extend)
+    cb.set_label(label, fontsize=8)
+    cb.ax.tick_params(labelsize=7)
 
 
 def _decorate(ax: Axes, view: View, title: str | None = None) -> None:
@@ -113,13 +142,11 @@ def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
 def image_slices(image: Image, index: Sequence[int] | None = None, title: str | None = None) -> Figure:
     """Grey-scale slices of one image."""
     vs = views(image.grid, index)
-    fig, axes = _new_figure(vs)
+    fig, axes = _new_figure(vs, title=title)
     data = normalised(image)
     for ax, v in zip(axes[0], vs):
         _show(ax, v, v.plane(data), cmap="gray", vmin=0, vmax=1)
         _decorate(ax, v)
-    if title:
-        fig.suptitle(title, fontsize=10)
     return fig
 
 
@@ -171,9 +198,7 @@ def difference(fixed: Image, rows: Mapping[str, Image], index: Sequence[int] | N
         for ax, v in zip(axes[r], vs):
             im = _show(ax, v, v.plane(d), cmap="RdBu_r", vmin=-limit, vmax=limit)
             _decorate(ax, v, f"{name}: {v.title}")
-    cb = fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, pad=0.01)
-    cb.set_label("fixed − image (windowed)", fontsize=8)
-    cb.ax.tick_params(labelsize=7)
+    _colorbar(fig, axes, im, "fixed − image (windowed)")
     return fig
 
 
@@ -193,7 +218,8 @@ def _boundaries(plane: np.ndarray) -> np.ndarray:
 
 def label_contours(image: Image, fixed_labels: Image, warped_labels: Image,
                    index: Sequence[int] | None = None) -> Figure:
-    """Label boundaries over ``image``: fixed labels in yellow, warped labels in cyan (all on one grid)."""
+    """Label boundaries over ``image``: fixed labels in yellow, warped labels in cyan, white where both
+    coincide (all three images on one grid)."""
     _same_grid(image, fixed_labels, "label contours (fixed labels)")
     _same_grid(image, warped_labels, "label contours (warped labels)")
     vs = views(image.grid, index)
@@ -202,11 +228,12 @@ def label_contours(image: Image, fixed_labels: Image, warped_labels: Image,
     fl, wl = (lab.data[0, 0].cpu().numpy() for lab in (fixed_labels, warped_labels))
     for ax, v in zip(axes[0], vs):
         _show(ax, v, v.plane(bg), cmap="gray", vmin=0, vmax=1)
-        for labels, colour in ((fl, (1.0, 0.83, 0.0)), (wl, (0.0, 0.85, 1.0))):
-            edge = _boundaries(v.plane(labels))
-            rgba = np.zeros((*edge.shape, 4))
-            rgba[edge] = (*colour, 1.0)
-            _show(ax, v, rgba)
+        ef, ew = _boundaries(v.plane(fl)), _boundaries(v.plane(wl))
+        rgba = np.zeros((*ef.shape, 4))
+        rgba[ef & ~ew] = (1.0, 0.83, 0.0, 1.0)
+        rgba[ew & ~ef] = (0.0, 0.85, 1.0, 1.0)
+        rgba[ef & ew] = (1.0, 1.0, 1.0, 1.0)
+        _show(ax, v, rgba)
         _decorate(ax, v)
     return fig
 
@@ -250,17 +277,19 @@ def jacobian_map(det: Tensor | np.ndarray, grid: Grid, index: Sequence[int] | No
     """Jacobian determinant ``(*S)`` (or ``(1, *S)``) on a diverging scale centred at 1 (white);
     blue < 1 (contraction), red > 1 (expansion); folded voxels (det J <= 0) in black.
 
-    The scale spans the 0.5th-99.5th percentiles (at least 0.95-1.05, never below 0), so small
-    changes of volume stay visible; the title gives the exact extremes.
+    The scale is ``1 ± w`` with ``w`` the 99.5th percentile of ``|det J - 1|`` (at least 0.05; the
+    lower end stops at 0), so small changes of volume stay visible; the title gives the extremes.
     """
     d = det.detach().double().cpu().numpy() if isinstance(det, Tensor) else np.asarray(det, dtype=np.float64)
     d = d.reshape(d.shape[-grid.ndim:]) if d.ndim == grid.ndim + 1 and d.shape[0] == 1 else d
     if d.shape != grid.shape:
         raise InputError(f"jacobian map of shape {d.shape} does not match the grid {grid.shape}")
     vs = views(grid, index)
-    fig, axes = _new_figure(vs, colorbar=True)
-    lo, hi = display_range(d, 0.5, 99.5)
-    norm = TwoSlopeNorm(vmin=min(max(lo, 0.0), 0.95), vcenter=1.0, vmax=max(hi, 1.05))
+    percent = 100.0 * float((d <= 0).mean())
+    fig, axes = _new_figure(vs, colorbar=True, title=f"Jacobian determinant: min {d.min():.3g}, max {d.max():.3g}, "
+                                                     f"folded {percent:.3g} %")
+    half = max(float(np.percentile(np.abs(d - 1.0), 99.5)), 0.05)
+    norm = TwoSlopeNorm(vmin=max(1.0 - half, 0.0), vcenter=1.0, vmax=1.0 + half)
     folds = ListedColormap([FOLD_COLOUR])
     im = None
     for ax, v in zip(axes[0], vs):
@@ -269,11 +298,7 @@ def jacobian_map(det: Tensor | np.ndarray, grid: Grid, index: Sequence[int] | No
         folded = np.ma.masked_where(plane > 0, np.zeros_like(plane))
         _show(ax, v, folded, cmap=folds, vmin=0, vmax=1)
         _decorate(ax, v)
-    cb = fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.85, pad=0.01, extend="both")
-    cb.set_label("det J (black: ≤ 0)", fontsize=8)
-    cb.ax.tick_params(labelsize=7)
-    percent = 100.0 * float((d <= 0).mean())
-    fig.suptitle(f"Jacobian determinant: min {d.min():.3g}, max {d.max():.3g}, folded {percent:.3g} %", fontsize=9)
+    _colorbar(fig, axes, im, "det J (black: ≤ 0)", extend="both")
     return fig
 
 
