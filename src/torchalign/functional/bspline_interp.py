@@ -5,6 +5,7 @@ Two steps, both differentiable (w.r.t. the data and the points):
 1. :func:`bspline_coefficients` turns samples into B-spline coefficients with the recursive
    causal/anti-causal filter of Unser (pole ``sqrt(3) - 2``), one axis at a time, with ITK's
    mirror boundary (whole-sample symmetric: ``c[-k] = c[k]``) and ITK's initialisation tolerance.
+   The filter is linear, so it is precomputed as an ``(n, n)`` matrix and applied by ``matmul``.
 2. :func:`sample_cubic` evaluates the spline by the 2^D linear-lookup trick (Sigg & Hadwiger,
    GPU Gems 2, ch. 20): the 4 weights per axis fold into 2 linear lookups at shifted positions, so
    a 3-D point costs 8 ``grid_sample`` lookups instead of 64 gathers.
@@ -20,6 +21,8 @@ through ``grid_sample`` with the same single axis flip as there.
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 
 import numpy as np
@@ -50,19 +53,22 @@ def _causal_init_weights(n: int) -> np.ndarray:
     return w / (1.0 - z ** (2 * n - 2))
 
 
-def _prefilter_axis(data: Tensor, axis: int) -> Tensor:
-    """B-spline coefficients along one axis of ``data`` (any shape); ``axis`` of length n >= 2."""
+@functools.lru_cache(maxsize=32)
+def prefilter_matrix(n: int) -> np.ndarray:
+    """``(n, n)`` float64 matrix taking n >= 2 samples to their cubic B-spline coefficients.
+
+    The recursive filter (gain, causal pass, anti-causal pass) is linear, so it is run once in float64
+    on the identity; applying it is then one matrix product per axis (fast, exact, differentiable).
+    """
     z = POLE
-    x = data.movedim(axis, 0) * ((1.0 - z) * (1.0 - 1.0 / z))
-    n = x.shape[0]
-    w = torch.as_tensor(_causal_init_weights(n), dtype=x.dtype, device=x.device)
-    causal = [torch.tensordot(w, x, dims=1)]
+    x = np.eye(n) * ((1.0 - z) * (1.0 - 1.0 / z))
+    x[0] = _causal_init_weights(n) @ x
     for k in range(1, n):
-        causal.append(x[k] + z * causal[-1])
-    coeffs = [(z / (z * z - 1.0)) * (z * causal[n - 2] + causal[n - 1])]
+        x[k] += z * x[k - 1]
+    x[n - 1] = (z / (z * z - 1.0)) * (z * x[n - 2] + x[n - 1])
     for k in range(n - 2, -1, -1):
-        coeffs.append(z * (coeffs[-1] - causal[k]))
-    return torch.stack(coeffs[::-1]).movedim(0, axis)
+        x[k] = z * (x[k + 1] - x[k])
+    return x
 
 
 def bspline_coefficients(data: Tensor) -> Tensor:
@@ -72,26 +78,32 @@ def bspline_coefficients(data: Tensor) -> Tensor:
     """
     out = data if data.dtype in (torch.float32, torch.float64) else data.float()
     for axis in range(2, data.ndim):
-        if data.shape[axis] > 1:
-            out = _prefilter_axis(out, axis)
+        n = data.shape[axis]
+        if n > 1:
+            m = torch.as_tensor(prefilter_matrix(n), dtype=out.dtype, device=out.device)
+            out = torch.matmul(out.movedim(axis, -1), m.T).movedim(-1, axis)
     return out
 
 
-def _mirror_indices(n: int, pad: int, device: torch.device) -> Tensor:
-    """Indices ``-pad .. n-1+pad`` folded into ``[0, n)`` by whole-sample mirroring."""
-    idx = torch.arange(-pad, n + pad, device=device)
+def _mirror_pad(x: Tensor, dim: int, pad: int) -> Tensor:
+    """Extend ``x`` by ``pad`` samples at both ends of ``dim`` by whole-sample mirroring (``x[-k] = x[k]``)."""
+    n = x.shape[dim]
+    idx = torch.cat([torch.arange(-pad, 0), torch.arange(n, n + pad)])
     if n == 1:
-        return torch.zeros_like(idx)
-    period = 2 * n - 2
-    idx = idx.remainder(period)
-    return torch.where(idx >= n, period - idx, idx)
+        idx = torch.zeros_like(idx)
+    else:
+        idx = idx.remainder(2 * n - 2)
+        idx = torch.where(idx >= n, 2 * n - 2 - idx, idx)
+    ends = x.index_select(dim, idx.to(x.device))  # only 2 * pad slices: cheap, unlike a full index_select
+    return torch.cat([ends.narrow(dim, 0, pad), x, ends.narrow(dim, pad, pad)], dim=dim)
 
 
 def _cubic_weights(t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The four cubic B-spline weights for neighbours ``floor-1 .. floor+2`` at fraction ``t``."""
     s = 1.0 - t
     t2 = t * t
-    return s * s * s / 6.0, (3.0 * t2 * t - 6.0 * t2 + 4.0) / 6.0, (-3.0 * t2 * t + 3.0 * t2 + 3.0 * t + 1.0) / 6.0, t2 * t / 6.0
+    t3 = t2 * t
+    return s * s * s / 6.0, (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0, (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0, t3 / 6.0
 
 
 def sample_cubic(data: Tensor, normalized: Tensor, padding: str | float = "zeros") -> Tensor:
@@ -106,8 +118,8 @@ def sample_cubic(data: Tensor, normalized: Tensor, padding: str | float = "zeros
     coeffs = bspline_coefficients(data)
     dtype, device = coeffs.dtype, coeffs.device
     pad = 2
-    for axis, n in enumerate(shape):
-        coeffs = coeffs.index_select(2 + axis, _mirror_indices(n, pad, device))
+    for axis in range(ndim):
+        coeffs = _mirror_pad(coeffs, 2 + axis, pad)
 
     # Index arithmetic in the points' precision (float64 points keep ITK's double-precision indices).
     pdtype = torch.promote_types(normalized.dtype, dtype)
@@ -115,28 +127,32 @@ def sample_cubic(data: Tensor, normalized: Tensor, padding: str | float = "zeros
     voxel = apply_matrix(voxel_from_norm, normalized.to(pdtype))
     sizes = torch.tensor(shape, dtype=pdtype, device=device)
     inside = ((voxel >= -0.5) & (voxel < sizes - 0.5)).all(-1)
-    if padding == "border":
-        voxel = torch.maximum(torch.minimum(voxel, sizes - 1), torch.zeros_like(sizes))
-    else:  # keep the lookups inside the padded coefficients; points outside are replaced below
-        voxel = torch.maximum(torch.minimum(voxel, sizes - 0.5), torch.full_like(sizes, -0.5))
+    # "border" clamps to the edge voxels; otherwise clamping only keeps the lookups inside the padded
+    # coefficients, and points outside are replaced by the padding value below.
+    low, high = (torch.zeros_like(sizes), sizes - 1) if padding == "border" else (sizes * 0 - 0.5, sizes - 0.5)
+    voxel = torch.maximum(torch.minimum(voxel, high), low)
     base = torch.floor(voxel).detach()
-    w0, w1, w2, w3 = _cubic_weights(voxel - base)
-    g = ((w0 + w1).to(dtype), (w2 + w3).to(dtype))
-    # Positions of the two linear lookups per axis, as indices into the padded coefficients.
-    h = (base - 1.0 + w1 / (w0 + w1) + pad, base + 1.0 + w3 / (w2 + w3) + pad)
-    norm_from_padded = torch.as_tensor(normalized_from_voxel(tuple(n + 2 * pad for n in shape)), dtype=pdtype,
-                                       device=device)
-    h = tuple(apply_matrix(norm_from_padded, hi).to(dtype) for hi in h)
+    t = (voxel - base).to(dtype)
+    base = base.to(dtype)
+    w0, w1, w2, w3 = _cubic_weights(t)
+    g = (w0 + w1, w2 + w3)
+    # Per axis, two linear lookups at floor-1+w1/g0 and floor+1+w3/g1 (indices into the padded
+    # coefficients, then their normalised coordinates) replace the four taps.
+    norm_from_padded = normalized_from_voxel(tuple(n + 2 * pad for n in shape))
+    scale = torch.tensor(np.diag(norm_from_padded)[:ndim], dtype=dtype, device=device)
+    shift = torch.tensor(norm_from_padded[:ndim, ndim], dtype=dtype, device=device)
+    h0 = _to_grid_sample((base + (pad - 1.0) + w1 / g[0]) * scale + shift)
+    h1 = _to_grid_sample((base + (pad + 1.0) + w3 / g[1]) * scale + shift)
+    del w0, w2, t, base
 
-    out = None
-    for corner in range(2**ndim):
-        bits = [(corner >> axis) & 1 for axis in range(ndim)]
-        where = torch.stack([h[b][..., axis] for axis, b in enumerate(bits)], dim=-1)
-        weight = math.prod(g[b][..., axis] for axis, b in enumerate(bits)).unsqueeze(1)
-        term = weight * F.grid_sample(coeffs, _to_grid_sample(where), mode="bilinear", padding_mode="border",
-                                      align_corners=True)
-        out = term if out is None else out + term
+    out = torch.zeros(coeffs.shape[:2] + normalized.shape[1:-1], dtype=dtype, device=device)
+    for corner in itertools.product((0, 1), repeat=ndim):
+        upper = torch.tensor(corner, dtype=torch.bool, device=device)
+        weight = math.prod(g[b][..., axis] for axis, b in enumerate(corner)).unsqueeze(1)
+        value = F.grid_sample(coeffs, torch.where(_to_grid_sample(upper), h1, h0), mode="bilinear",
+                              padding_mode="border", align_corners=True)
+        out.addcmul_(weight, value)
     if padding == "border":
         return out
-    value = 0.0 if padding == "zeros" else float(padding)
-    return torch.where(inside.unsqueeze(1), out, torch.as_tensor(value, dtype=dtype, device=device))
+    fill = 0.0 if padding == "zeros" else float(padding)
+    return torch.where(inside.unsqueeze(1), out, torch.as_tensor(fill, dtype=dtype, device=device))
