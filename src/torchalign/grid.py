@@ -21,6 +21,8 @@ def _homogeneous(matrix: np.ndarray, ndim: int) -> np.ndarray:
     m = np.asarray(matrix, dtype=np.float64)
     if m.shape != (ndim + 1, ndim + 1):
         raise InputError(f"world_from_voxel must be {(ndim + 1, ndim + 1)} for a {ndim}-D grid, got {m.shape}")
+    if not np.allclose(m[ndim], np.eye(ndim + 1)[ndim]):
+        raise InputError(f"world_from_voxel must be affine (last row 0 ... 0 1), got last row {m[ndim].tolist()}")
     if not np.all(np.isfinite(m)):
         raise InputError("world_from_voxel contains NaN or Inf")
     if abs(np.linalg.det(m[:ndim, :ndim])) < 1e-12:
@@ -139,6 +141,18 @@ class Grid:
         if np.any(f < 1):
             raise InputError(f"shrink factors must be >= 1, got {f.tolist()}")
         return self.resize([max(1, int(round(n / k))) for n, k in zip(self.shape, f)])
+
+    def pyramid(self, levels: int | Sequence[float | Sequence[float]]) -> list[Grid]:
+        """Grids of a multi-resolution pyramid, coarsest first, each keeping the world extent.
+
+        ``levels=n`` means shrink factors ``2**(n-1), ..., 2, 1``; a sequence gives the factors
+        themselves (ANTs' ``--shrink-factors 8x4x2x1``), each a number or one per axis.
+        """
+        if isinstance(levels, int):
+            if levels < 1:
+                raise InputError(f"a pyramid needs at least one level, got {levels}")
+            levels = [2.0 ** k for k in range(levels - 1, -1, -1)]
+        return [self.downsample(f) for f in levels]
 
     def crop(self, start: Sequence[int], shape: Sequence[int]) -> Grid:
         """Sub-grid of ``shape`` voxels starting at voxel index ``start``."""

@@ -76,14 +76,22 @@ class Image:
 
 def normalize_intensity(data: Tensor, lower: float = 0.5, upper: float = 99.5,
                         mask: Tensor | None = None) -> Tensor:
-    """Robust min/max normalisation of ``(B, C, *S)`` data to [0, 1] per image and channel.
+    """Robust min/max normalisation of ``(B, C, *S)`` data to [0, 1] per image and channel -> ``(B, C, *S)``.
 
     The ``lower``/``upper`` percentiles (computed inside ``mask`` when given) map to 0 and 1; values
     beyond are clipped. A constant image raises InputError (nothing can be registered to it).
     """
+    if not 0 <= lower < upper <= 100:
+        raise InputError(f"percentiles must satisfy 0 <= lower < upper <= 100, got lower={lower}, upper={upper}")
     b, c = data.shape[:2]
-    flat = data.reshape(b, c, -1).float()
+    flat = data.reshape(b, c, -1)
+    if flat.dtype not in (torch.float32, torch.float64):
+        flat = flat.float()
     out = torch.empty_like(flat)
+    if mask is not None and (mask.ndim != data.ndim or mask.shape[0] not in (1, b) or mask.shape[1] != 1
+                             or mask.shape[2:] != data.shape[2:]):
+        raise InputError(f"mask of shape {tuple(mask.shape)} does not fit data of shape {tuple(data.shape)}; "
+                         f"expected (1|B, 1, *S)")
     m = None if mask is None else (mask.reshape(mask.shape[0], -1) > 0)
     for i in range(b):
         for j in range(c):
@@ -91,7 +99,7 @@ def normalize_intensity(data: Tensor, lower: float = 0.5, upper: float = 99.5,
             if values.numel() == 0:
                 raise InputError("mask is empty: no voxel to compute intensity percentiles from")
             sample = values if values.numel() <= 2_000_000 else values[:: values.numel() // 1_000_000 + 1]
-            q = torch.quantile(sample, torch.tensor([lower / 100, upper / 100], device=data.device))
+            q = torch.quantile(sample, torch.tensor([lower / 100, upper / 100], dtype=flat.dtype, device=data.device))
             lo, hi = float(q[0]), float(q[1])
             if hi - lo <= 1e-12 * max(1.0, abs(hi)):
                 lo, hi = float(values.min()), float(values.max())

@@ -6,6 +6,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .errors import InputError
 from .functional.sampling import Interp, Padding, sample_world
 from .grid import Grid
 from .image import Image
@@ -17,18 +18,25 @@ def resample(image: Image, onto: Grid, transform: PointMap | None = None, interp
              padding: Padding = "zeros", chunk: int | None = None) -> Image:
     """Pull ``image`` onto the grid ``onto``: ``out(x) = image(T(x))`` for each voxel centre x of ``onto``.
 
-    ``transform`` maps ``(B, *Q, D)`` world points of ``onto`` to the image's world (None = identity).
-    Integer data stays integer for ``nearest``/``label`` interpolation.
+    ``transform`` maps ``(B, N, D)`` world points of ``onto`` to the image's world (None = identity).
+    ``chunk`` bounds the number of points transformed and sampled at once (memory); by default all.
+    Integer data stays integer for ``nearest``/``label`` interpolation and becomes float32 otherwise.
+    Returns an Image ``(B, C, *onto.shape)`` without gradients.
     """
     if onto.ndim != image.ndim:
-        raise ValueError(f"cannot resample a {image.ndim}-D image onto a {onto.ndim}-D grid")
-    dtype = image.data.dtype if image.data.is_floating_point() else torch.float32
+        raise InputError(f"cannot resample a {image.ndim}-D image onto a {onto.ndim}-D grid")
+    if chunk is not None and chunk < 1:
+        raise InputError(f"chunk must be a positive number of points, got {chunk}")
+    data = image.data
+    if not data.is_floating_point() and interp not in ("nearest", "label"):
+        data = data.float()
     # float64 points: nearest-neighbour rounding then agrees with ITK, which computes in double.
-    points = onto.points(dtype=torch.float64, device=image.device).unsqueeze(0)
-    if transform is not None:
-        with torch.no_grad():
-            points = transform(points)
+    points = onto.points(dtype=torch.float64, device=image.device).reshape(1, -1, onto.ndim)
+    step = points.shape[1] if chunk is None else chunk
+    parts = []
     with torch.no_grad():
-        data = sample_world(image.data if image.data.is_floating_point() or interp in ("nearest", "label")
-                            else image.data.to(dtype), image.grid, points, interp, padding)
-    return Image(data, onto, dict(image.meta))
+        for start in range(0, points.shape[1], step):
+            p = points[:, start:start + step]
+            parts.append(sample_world(data, image.grid, p if transform is None else transform(p), interp, padding))
+    out = torch.cat(parts, dim=2)
+    return Image(out.reshape(*out.shape[:2], *onto.shape), onto, dict(image.meta))
