@@ -136,11 +136,11 @@ class Grid:
         return Grid(shape, self.world_from_voxel @ old_from_new)
 
     def downsample(self, factor: float | Sequence[float]) -> Grid:
-        """Shrink by ``factor`` per axis (ANTs' shrink factor); sizes are rounded, at least 1."""
+        """Shrink by ``factor`` per axis (ANTs' shrink factor); sizes are rounded half up, at least 1."""
         f = np.broadcast_to(np.asarray(factor, dtype=np.float64), (self.ndim,))
         if np.any(f < 1):
             raise InputError(f"shrink factors must be >= 1, got {f.tolist()}")
-        return self.resize([max(1, int(round(n / k))) for n, k in zip(self.shape, f)])
+        return self.resize([max(1, int(np.floor(n / k + 0.5))) for n, k in zip(self.shape, f)])
 
     def pyramid(self, levels: int | Sequence[float | Sequence[float]]) -> list[Grid]:
         """Grids of a multi-resolution pyramid, coarsest first, each keeping the world extent.
