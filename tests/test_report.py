@@ -61,6 +61,7 @@ def make_outdir(root: Path, full: bool) -> Path:
                                    "losses": list(np.exp(-np.arange(30) / 8.0))},
                                   {"shrink": 2, "sigma": 1.0, "iterations": 20, "seconds": 0.9,
                                    "losses": list(0.3 * np.exp(-np.arange(20) / 6.0))}]}],
+           "init_matrix": [[1, 0, 0, 2.5], [0, 1, 0, -1.0], [0, 0, 1, 1.0], [0, 0, 0, 1]],
            "matrix": [[1, 0, 0, 3.0], [0, 1, 0, -2.0], [0, 0, 1, 1.5], [0, 0, 0, 1]],
            "timings": {"registration": 1.3, "writing": 0.2}, "versions": {"torchalign": "test"}}
     if full:
@@ -111,6 +112,7 @@ def test_minimal_folder_gives_the_core_sections_only(minimal: Path) -> None:
         assert f"<h2>{title}</h2>" in text
     assert "<h2>Deformation</h2>" not in text and "<h2>Evaluation</h2>" not in text
     assert "data-compare" in text and "moving.nii.gz" in text
+    assert "Initialisation (RAS" in text and "-2.00000" in text
     sources = re.findall(r'src="([^"]*)"', text)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r"(href|src)=\"(https?:)?//", text)

@@ -1,7 +1,7 @@
 """Build ``OUTDIR/report.html`` from what a registration wrote into OUTDIR.
 
 Needs ``result.json`` (keys ``fixed`` and ``moving``: input paths; optionally ``preset``,
-``settings``, ``stages``, ``matrix``, ``timings``, ``versions``, ``labels``) and ``warped.nii.gz``
+``settings``, ``stages``, ``init_matrix``, ``matrix``, ``timings``, ``versions``, ``labels``) and ``warped.nii.gz``
 (the moving image on the fixed grid). Sections are added when the optional files exist:
 ``warp.nii.gz`` (ANTs displacement field: grid lines, Jacobian), ``jacobian.nii.gz``,
 ``metrics.json`` (from ``torchalign evaluate``) and the label maps named in ``result.json["labels"]``
@@ -196,15 +196,16 @@ def _optimisation(doc: dict[str, Any]) -> list[h.Section]:
                 losses = lv.get("losses") or []
                 rows.append([h.esc(s.get("name") or s.get("transform", "")) if k == 0 else "",
                              h.esc(s.get("metric", "")) if k == 0 else "", h.fmt(lv.get("shrink")),
-                             h.fmt(lv.get("sigma")), h.fmt(lv.get("iterations")), h.fmt(len(losses)),
+                             h.fmt(lv.get("sigma")), h.fmt(lv.get("iterations", len(losses))),
                              h.fmt(losses[0] if losses else None), h.fmt(losses[-1] if losses else None),
                              h.fmt(lv.get("seconds"), 3)])
-        body.append(h.table(["stage", "metric", "shrink", "σ (vox)", "iterations", "run", "first loss",
-                             "final loss", "seconds"], rows, [False, False] + [True] * 7))
+        body.append(h.table(["stage", "metric", "shrink", "σ (vox)", "iterations", "first loss", "final loss",
+                             "seconds"], rows, [False, False] + [True] * 6))
         out.append(h.Section("optimisation", "Optimisation", "".join(body)))
     timings = {k: float(v) for k, v in (doc.get("timings") or {}).items() if isinstance(v, (int, float))}
-    matrix = doc.get("matrix")
-    if timings or matrix is not None:
+    matrices = [(title, doc[key]) for key, title in (("init_matrix", "Initialisation"), ("matrix", "Linear transform"))
+                if doc.get(key) is not None]
+    if timings or matrices:
         body = []
         if timings:
             longest = max(max(timings.values()), 1e-9)
@@ -212,12 +213,11 @@ def _optimisation(doc: dict[str, Any]) -> list[h.Section]:
                 ["step", "seconds", ""],
                 [[h.esc(k), f"{v:.3f}", f'<span class="bar" style="width:{max(2, int(240 * v / longest))}px"></span>']
                  for k, v in timings.items()], [False, True, False]))
-        if matrix is not None:
+        for title, matrix in matrices:
             m = np.asarray(matrix, dtype=np.float64)
-            if m.ndim == 3 and m.shape[0] == 1:
-                m = m[0]
+            m = m[0] if m.ndim == 3 and m.shape[0] == 1 else m
             if m.ndim == 2:
-                body.append("<h3>Linear transform (RAS, fixed → moving world mm)</h3>"
+                body.append(f"<h3>{h.esc(title)} (RAS, fixed → moving world mm)</h3>"
                             + h.table(None, [[f"{x:.5f}" for x in row] for row in m], [True] * m.shape[1]))
         out.append(h.Section("transform", "Transform and timings", "".join(body)))
     return out

@@ -69,21 +69,22 @@ def _new_figure(panel_views: Sequence[View], rows: int = 1, colorbar: bool = Fal
     """Rows of panels that keep the millimetre aspect of each view, placed by hand (no layout engine,
     which costs more than drawing); ``axes`` ``(rows, len(views))``. ``colorbar`` reserves room on
     the right for :func:`_colorbar`; ``title`` goes above everything."""
-    widths = [PANEL_HEIGHT * (v.extent[1] - v.extent[0]) / (v.extent[3] - v.extent[2]) for v in panel_views]
+    height = PANEL_HEIGHT if len(panel_views) > 1 else 1.5 * PANEL_HEIGHT  # a lone 2-D view gets more room
+    widths = [height * (v.extent[1] - v.extent[0]) / (v.extent[3] - v.extent[2]) for v in panel_views]
     panels_w = sum(widths) + _GAP * (len(widths) - 1)
     top = _SUPTITLE_BAND if title else 0.0
     fig_w = 2 * _MARGIN + panels_w + (_COLORBAR_BAND if colorbar else 0.0)
-    fig_h = top + rows * (_TITLE_BAND + PANEL_HEIGHT) + (rows - 1) * _GAP + _MARGIN
+    fig_h = top + rows * (_TITLE_BAND + height) + (rows - 1) * _GAP + _MARGIN
     fig = Figure(figsize=(fig_w, fig_h), facecolor="white")
     FigureCanvasAgg(fig)
     if title:
         fig.suptitle(title, fontsize=9.5, y=1 - 0.5 * _SUPTITLE_BAND / fig_h, va="center")
     axes = np.empty((rows, len(widths)), dtype=object)
     for r in range(rows):
-        bottom = fig_h - top - (r + 1) * (_TITLE_BAND + PANEL_HEIGHT) - r * _GAP
+        bottom = fig_h - top - (r + 1) * (_TITLE_BAND + height) - r * _GAP
         left = _MARGIN
         for i, w in enumerate(widths):
-            ax = fig.add_axes((left / fig_w, bottom / fig_h, w / fig_w, PANEL_HEIGHT / fig_h))
+            ax = fig.add_axes((left / fig_w, bottom / fig_h, w / fig_w, height / fig_h))
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_facecolor("black")
