@@ -224,3 +224,13 @@ def test_write_refuses_inputs_batches_and_bad_targets(rng: np.random.Generator, 
     with pytest.raises(InputError, match="blocker/x.nii.gz"):
         write_image(image, tmp_path / "blocker" / "x.nii.gz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "in.nii.gz"]  # no temporary left behind
+
+
+def test_big_endian_nifti(tmp_path: Path) -> None:
+    """SPM writes big-endian files; torch only takes native byte order."""
+    path = data_file("known_rigid/anatomical.nii")
+    assert nib.load(path).header.endianness == ">"
+    image = read_image(path)
+    assert image.data.dtype == torch.int16
+    np.testing.assert_array_equal(image.data[0, 0].numpy(), np.asanyarray(nib.load(path).dataobj))
+    assert_same_image(read_image(write_image(image, tmp_path / "native.nii")), image)

@@ -71,6 +71,8 @@ def read_image(path: str | os.PathLike, *, spacing: Sequence[float] | float | No
         raise
     except _READ_ERRORS as exc:
         raise InputError(f"{path}: cannot read image ({_reason(exc)})") from exc
+    if not array.dtype.isnative:  # big-endian files (e.g. SPM's): torch takes native byte order only
+        array = array.astype(array.dtype.newbyteorder("="))
     if array.dtype in _TORCH_SAFE:
         array = array.astype(_TORCH_SAFE[array.dtype])
     data = torch.from_numpy(np.ascontiguousarray(array))
