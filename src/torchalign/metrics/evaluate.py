@@ -130,7 +130,7 @@ def point_section(fixed_points: Tensor, moving_points: Tensor, warp: tuple[Tenso
     if warp is None:
         return tre_summary(initial)
     field, grid = warp
-    mapped = map_points(fixed_points.to(field.device, torch.float64), field.double(), grid, fixed_name)
+    mapped = map_points(fixed_points.to(field.device), field, grid, fixed_name)
     section: dict[str, Any] = tre_summary(tre(mapped, moving_points))
     section["initial"] = tre_summary(initial)
     return section
@@ -182,7 +182,7 @@ def write_metrics(doc: dict[str, Any], path: str | os.PathLike, csv_path: str | 
         check_not_input(csv_path, inputs)
         table = label_table_csv(doc)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     if csv_path is not None and table is not None:
         with atomic_path(csv_path) as tmp:
             tmp.write_text(table)

@@ -33,14 +33,14 @@ def require_inside(points: Tensor, grid: Grid, name: str, what: str = "the image
 def map_points(points: Tensor, field: Tensor, grid: Grid, name: str = "points") -> Tensor:
     """``p -> p + u(p)`` for ``(N, D)`` world points through a ``(1, D, *S)`` displacement field on ``grid``.
 
-    ``u`` is sampled linearly. Points outside the field's grid raise InputError (``name`` says whose).
+    ``u`` is sampled linearly (in the field's dtype) and added in the points' dtype. Points outside the
+    field's grid raise InputError (``name`` says whose).
     """
     if field.ndim != grid.ndim + 2 or field.shape[0] != 1 or field.shape[1] != grid.ndim:
         raise InputError(f"displacement field must be (1, {grid.ndim}, *S), got {tuple(field.shape)}")
     require_inside(points, grid, name, "the displacement field's grid")
-    pts = points.to(field.dtype)
-    u = sample_world(field, grid, pts.unsqueeze(0), "linear", "border")  # (1, D, N)
-    return pts + u[0].T
+    u = sample_world(field, grid, points.to(field.dtype).unsqueeze(0), "linear", "border")  # (1, D, N)
+    return points + u[0].T.to(points.dtype)
 
 
 def tre(mapped: ArrayLike, target: ArrayLike) -> np.ndarray:
