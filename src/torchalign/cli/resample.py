@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import click
 
+from ..errors import InputError
 from ..io import read_image, write_image
+from ..io.atomic import check_not_input
+from ..io.images import file_kind
 from ..resample import resample
 from .options import interp_option, nan_to_option
 
@@ -17,12 +20,12 @@ from .options import interp_option, nan_to_option
 @nan_to_option
 def resample_cmd(image: str, like: str, output: str, interp: str, pad: float, nan_to: float | None) -> None:
     """Resample IMAGE onto the grid of REF through world coordinates (no transform)."""
+    check_not_input(output, [image, like])  # fail before the work, not after it
+    file_kind(output)
     src = read_image(image, nan_to=nan_to)
     ref = read_image(like, nan_to=nan_to)
     if src.ndim != ref.ndim:
-        raise click.UsageError(f"{image} is {src.ndim}-D but {like} is {ref.ndim}-D")
+        raise InputError(f"{image} is {src.ndim}-D but {like} is {ref.ndim}-D: cannot resample one onto the other")
     out = resample(src, ref.grid, interp=interp, padding=pad)
-    if interp in ("nearest", "label"):
-        out = out.with_data(out.data.to(src.data.dtype))
     write_image(out, output, inputs=[image, like])
     click.echo(f"wrote {output}")
