@@ -256,3 +256,22 @@ def test_label_resampling_keeps_labels_and_matches_simpleitk(interp: str) -> Non
                         sitk_affine(matrix), SITK_INTERP[interp], 0)
     np.testing.assert_array_equal(out.numpy(), sitk.GetArrayFromImage(ref).T)
 
+
+
+@pytest.mark.parametrize("shape", [(11, 9), (9, 8, 7)])
+def test_sample_affine_equals_mapping_every_point(shape: tuple[int, ...], rng: np.random.Generator) -> None:
+    """The folded normalised-matrix path gives what mapping each world point through the matrix gives."""
+    from torchalign.functional.sampling import sample_affine
+
+    d = len(shape)
+    grid = Grid.from_geometry(shape, spacing=rng.uniform(0.8, 1.5, d), origin=rng.normal(size=d),
+                              direction=Rotation.from_rotvec([0.1, -0.2, 0.3]).as_matrix()[:d, :d] if d == 3 else None)
+    onto = grid.resize(tuple(n + 3 for n in shape))
+    matrix = np.eye(d + 1)
+    matrix[:d, :d] += rng.normal(scale=0.05, size=(d, d))
+    matrix[:d, d] = rng.normal(scale=1.0, size=d)
+    data = torch.tensor(rng.normal(size=(2, 2, *shape)))
+    folded = sample_affine(data, grid, torch.tensor(matrix)[None], onto, padding=-3.0)
+    points = apply_matrix(torch.tensor(matrix), onto.points(torch.float64))[None]
+    mapped = sample_world(data, grid, points, "linear", padding=-3.0)
+    torch.testing.assert_close(folded, mapped, atol=1e-9, rtol=0)
