@@ -1,6 +1,7 @@
 """Image files: every format round-trips data and world geometry; geometry agrees with SimpleITK's reading."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -234,3 +235,11 @@ def test_big_endian_nifti(tmp_path: Path) -> None:
     assert image.data.dtype == torch.int16
     np.testing.assert_array_equal(image.data[0, 0].numpy(), np.asanyarray(nib.load(path).dataobj))
     assert_same_image(read_image(write_image(image, tmp_path / "native.nii")), image)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    """Atomic writes go through a private temporary file; the result must still be readable by others."""
+    out = write_image(Image(torch.zeros(1, 3, 3), Grid((3, 3))), tmp_path / "x.nii.gz")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask
