@@ -179,9 +179,16 @@ def test_resample_chunks_and_dtype(rng: np.random.Generator) -> None:
         resample(image, Grid((4, 4)))
 
 
-def test_unknown_interpolation_is_input_error() -> None:
+def test_bad_arguments_are_input_errors() -> None:
+    data, grid, points = torch.zeros(1, 1, 4, 4), Grid((4, 4)), torch.zeros(1, 3, 2)
     with pytest.raises(InputError, match="unknown interpolation 'spline'"):
-        sample_world(torch.zeros(1, 1, 4, 4), Grid((4, 4)), torch.zeros(1, 3, 2), "spline")  # type: ignore[arg-type]
+        sample_world(data, grid, points, "spline")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="padding must be 'zeros', 'border' or a number, got 'reflect'"):
+        sample_world(data, grid, points, "linear", "reflect")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"points must be \(B, ..., 2\)"):
+        sample_world(data, grid, torch.zeros(1, 3, 3))
+    with pytest.raises(InputError, match="batch sizes differ"):
+        sample_world(torch.zeros(2, 1, 4, 4), grid, torch.zeros(3, 5, 2))
 
 
 # ---- real images against SimpleITK ------------------------------------------------------------------

@@ -57,8 +57,11 @@ def sample_normalized(data: Tensor, normalized: Tensor, interp: Interp = "linear
                       padding: Padding = "zeros") -> Tensor:
     """Sample ``(B, C, *S)`` data at normalised points ``(B, *Q, D)`` (array-axis order) -> ``(B, C, *Q)``.
 
-    ``Q`` must have ``D`` dimensions (a grid of points); see :func:`sample_points` for point lists.
+    ``Q`` must have ``D`` dimensions (a grid of points); see :func:`sample_world` for point lists.
+    ``padding`` is ``"zeros"``, ``"border"`` or a number (the value outside the grid's extent).
     """
+    if isinstance(padding, str) and padding not in ("zeros", "border"):
+        raise InputError(f"padding must be 'zeros', 'border' or a number, got {padding!r}")
     if normalized.shape[0] != data.shape[0]:
         if data.shape[0] == 1:
             data = data.expand(normalized.shape[0], *data.shape[1:])
