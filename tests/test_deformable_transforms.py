@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from torchalign.errors import InputError
-from torchalign.functional.bspline import control_grid, evaluate_bspline
+from torchalign.functional.bspline import bspline_gradient, control_grid, evaluate_bspline
 from torchalign.functional.flow import integrate_velocity
 from torchalign.grid import Grid
 from torchalign.transforms import Compose
@@ -82,6 +82,7 @@ def test_on_grid_detects_exact_voxel_centres_only() -> None:
     grid = _grid(3)
     x = _points(grid, 2)
     assert on_grid(x, grid)
+    assert on_grid(x + 1e-5, grid)  # within the 1e-4 mm tolerance
     assert not on_grid(x + 1e-3, grid)
     shifted = x.clone()
     shifted[:, 5, 5, 5, 0] += 0.5  # an interior point moved: corners still match
@@ -143,6 +144,17 @@ def test_ffd_grid_fast_path_matches_the_point_path(ndim: int) -> None:
     listed = t(x.reshape(1, -1, ndim)).reshape(dense.shape)  # 4^D gather
     torch.testing.assert_close(dense, listed, atol=1e-5, rtol=0)
     torch.testing.assert_close(t.displacement(grid), (dense - x).movedim(-1, 1), atol=1e-5, rtol=0)
+
+
+def test_points_that_need_a_gradient_skip_the_grid_shortcut() -> None:
+    grid = _grid(2)
+    t = _make("ffd", grid, batch=1)
+    x = _points(grid).clone().requires_grad_()
+    t(x).sum().backward()
+    # d/dx_j sum_i (x_i + u_i(x)) = 1 + sum_i du_i/dx_j, with the exact spline derivatives
+    expected = 1 + bspline_gradient(t.coeffs.detach(), t.lattice, grid)[0].sum(0).movedim(0, -1)
+    torch.testing.assert_close(x.grad[0], expected, atol=1e-4, rtol=0)
+    assert float((expected - 1).abs().max()) > 0.1
 
 
 def test_ffd_bending_energy_and_gradients() -> None:

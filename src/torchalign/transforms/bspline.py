@@ -10,7 +10,7 @@ from ..errors import InputError
 from ..functional.bspline import bending_energy, control_grid, evaluate_bspline, evaluate_bspline_points
 from ..grid import Grid
 from .base import SpatialTransform
-from .dense import DenseDisplacement, on_grid
+from .dense import DenseDisplacement, grid_fast_path
 
 
 class BSplineFFD(SpatialTransform):
@@ -35,7 +35,7 @@ class BSplineFFD(SpatialTransform):
         self.coeffs = nn.Parameter(coeffs)
 
     def forward(self, points: Tensor) -> Tensor:
-        if on_grid(points, self.grid):
+        if grid_fast_path(points, self.grid):
             return points + self.displacement(self.grid).movedim(1, -1)
         return points + evaluate_bspline_points(self.coeffs, self.lattice, points).movedim(1, -1)
 

@@ -20,17 +20,26 @@ def strided_grid(grid: Grid, stride: int | Sequence[int]) -> Grid:
     return grid if all(s == 1 for s in strides) else grid.downsample(strides)
 
 
-def on_grid(points: Tensor, grid: Grid) -> bool:
-    """Whether ``points (B, *S, D)`` are exactly the voxel centres of ``grid`` (enables separable fast paths)."""
+def on_grid(points: Tensor, grid: Grid, atol: float = 1e-4) -> bool:
+    """Whether ``points (B, *S, D)`` are the voxel centres of ``grid`` to within ``atol`` mm."""
     if points.ndim != grid.ndim + 2 or tuple(points.shape[1:-1]) != grid.shape or points.shape[-1] != grid.ndim:
         return False
     corners = grid.voxel_to_world(torch.tensor([[0.0] * grid.ndim, [n - 1.0 for n in grid.shape]],
-                                               dtype=torch.float64)).to(points.dtype)
-    flat = points.reshape(points.shape[0], -1, grid.ndim)
-    if not bool((flat[:, [0, -1]] == corners.to(points.device)).all()):  # cheap rejection first
+                                               dtype=torch.float64)).to(points.device, points.dtype)
+    flat = points.detach().reshape(points.shape[0], -1, grid.ndim)
+    if not bool(((flat[:, [0, -1]] - corners).abs() <= atol).all()):  # cheap rejection first
         return False
     reference = grid.points(dtype=points.dtype, device=points.device)
-    return bool((points == reference).all())
+    return bool(((points.detach() - reference).abs() <= atol).all())
+
+
+def grid_fast_path(points: Tensor, grid: Grid) -> bool:
+    """Whether a transform may evaluate ``points`` as the voxel centres of ``grid`` (no sampling).
+
+    Only for points that carry no gradient: the shortcut returns values at the voxel centres, so
+    it has no derivative with respect to the points.
+    """
+    return not points.requires_grad and on_grid(points, grid)
 
 
 class DenseDisplacement(SpatialTransform):
@@ -59,7 +68,7 @@ class DenseDisplacement(SpatialTransform):
         return cls(grid, 1, field=field)
 
     def forward(self, points: Tensor) -> Tensor:
-        if on_grid(points, self.field_grid):
+        if grid_fast_path(points, self.field_grid):
             return points + self.field.movedim(1, -1)
         return points + sample_field(self.field, self.field_grid, points)
 

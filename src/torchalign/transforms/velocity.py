@@ -22,7 +22,7 @@ from ..functional.bspline import bending_energy, control_grid, evaluate_bspline
 from ..functional.flow import compose_fields, integrate_velocity, resample_field, sample_field
 from ..grid import Grid
 from .base import SpatialTransform
-from .dense import on_grid, strided_grid
+from .dense import grid_fast_path, strided_grid
 
 
 def _parameter(value: Tensor | None, shape: tuple[int, ...], name: str) -> nn.Parameter:
@@ -42,7 +42,7 @@ def _check_steps(steps: int) -> int:
 
 def _apply_field(points: Tensor, field: Tensor, grid: Grid) -> Tensor:
     """``points + field(points)`` for a ``(B, D, *S)`` field on ``grid`` (no sampling on its own voxel centres)."""
-    if on_grid(points, grid):
+    if grid_fast_path(points, grid):
         return points + field.movedim(1, -1)
     return points + sample_field(field, grid, points)
 
