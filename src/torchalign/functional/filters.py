@@ -1,0 +1,201 @@
+"""Separable filters on image tensors ``(B, C, *S)`` with ``D = len(S)`` in 1..3.
+
+* :func:`gaussian_smooth`: separable Gaussian, kernel truncated at ``ceil(3 sigma)``, replicate
+  padding (a constant image stays constant, the mean is kept near borders).
+* :func:`box_filter`: moving mean over a ``(2r+1)^D`` window from separable cumulative sums
+  (cost independent of ``r``); near the border the mean is over the voxels inside the image.
+* :func:`spatial_gradient`: central differences (one-sided at borders) divided by the spacing.
+* :func:`downsample`: Gaussian anti-aliasing then linear resize onto ``Grid.downsample``'s shape.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import InputError
+from ..grid import Grid
+
+# On CPU, torch's cumsum along an axis with a large inner stride walks memory one element at a
+# time; adding whole slices in a loop is ~4x faster there (measured at 160x192x224, 2 cores).
+_SLICE_LOOP_MIN_STRIDE = 4096
+
+
+def _check_image(x: Tensor, name: str = "x") -> int:
+    """Validate a ``(B, C, *S)`` floating tensor and return ``D = len(S)``."""
+    if not isinstance(x, Tensor):
+        raise InputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim not in (3, 4, 5):
+        raise InputError(f"{name} must be shaped (B, C, *S) with 1 to 3 spatial axes, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise InputError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    return x.ndim - 2
+
+
+def _per_axis(value: float | Sequence[float], ndim: int, name: str) -> tuple[float, ...]:
+    """Broadcast a scalar or a length-``ndim`` sequence to a tuple of ``ndim`` floats."""
+    values = tuple(float(v) for v in value) if isinstance(value, Sequence) else (float(value),) * ndim
+    if len(values) != ndim:
+        raise InputError(f"{name} needs 1 or {ndim} values, got {len(values)}")
+    if not all(math.isfinite(v) for v in values):
+        raise InputError(f"{name} must be finite, got {values}")
+    return values
+
+
+def _radii(radius: int | Sequence[int], ndim: int, name: str = "radius") -> tuple[int, ...]:
+    """Validate non-negative integer radii, one per axis."""
+    values = _per_axis(radius, ndim, name)
+    if any(v < 0 or v != int(v) for v in values):
+        raise InputError(f"{name} must be non-negative integers, got {values}")
+    return tuple(int(v) for v in values)
+
+
+def _gaussian_kernel1d(sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Normalised sampled Gaussian ``(2k+1,)``, ``k = ceil(3 sigma)``; sigma in voxels, > 0."""
+    k = max(1, math.ceil(3.0 * sigma))
+    t = torch.arange(-k, k + 1, dtype=torch.float64, device=device)
+    w = torch.exp(-0.5 * (t / sigma) ** 2)
+    return (w / w.sum()).to(dtype)
+
+
+def _conv_along(x: Tensor, kernel: Tensor, axis: int) -> Tensor:
+    """Correlate ``(N, 1, *S)`` with a 1-D odd kernel along spatial ``axis``, replicate padding."""
+    d = x.ndim - 2
+    k = kernel.numel() // 2
+    pad = [0] * (2 * d)
+    pad[2 * (d - 1 - axis)] = pad[2 * (d - 1 - axis) + 1] = k  # F.pad lists the last axis first
+    shape = [1] * d
+    shape[axis] = kernel.numel()
+    conv = (F.conv1d, F.conv2d, F.conv3d)[d - 1]
+    return conv(F.pad(x, pad, mode="replicate"), kernel.view(1, 1, *shape))
+
+
+def gaussian_smooth(x: Tensor, sigma: float | Sequence[float]) -> Tensor:
+    """Gaussian smoothing of ``(B, C, *S)`` -> ``(B, C, *S)``.
+
+    ``sigma`` is in voxels, one value or one per axis; 0 leaves that axis untouched.
+    """
+    d = _check_image(x)
+    sigmas = _per_axis(sigma, d, "sigma")
+    if any(s < 0 for s in sigmas):
+        raise InputError(f"sigma must be >= 0, got {sigmas}")
+    b, c, *shape = x.shape
+    y = x.reshape(b * c, 1, *shape)
+    for axis, s in enumerate(sigmas):
+        if s > 0:
+            y = _conv_along(y, _gaussian_kernel1d(s, x.dtype, x.device), axis)
+    return y.reshape(x.shape)
+
+
+def _cumsum_(x: Tensor, dim: int) -> None:
+    """In-place cumulative sum along ``dim`` (a slice loop where torch's kernel is slow)."""
+    if x.device.type != "cpu" or x.stride(dim) < _SLICE_LOOP_MIN_STRIDE:
+        x.cumsum_(dim)
+        return
+    for i in range(1, x.shape[dim]):
+        x.select(dim, i).add_(x.select(dim, i - 1))
+
+
+def _window_sum(c: Tensor, dim: int, r: int, out: Tensor) -> None:
+    """``out[i] = c[min(i + r, n - 1)] - c[i - r - 1]`` from cumulative sums ``c`` (``0 < r < n``)."""
+    n = c.shape[dim]
+    head_hi = torch.clamp(torch.arange(r, 2 * r + 1, device=c.device), max=n - 1)
+    out.narrow(dim, 0, r + 1).copy_(c.index_select(dim, head_hi))  # i <= r: nothing before
+    inner = n - 2 * r - 1  # windows wholly inside the axis
+    if inner > 0:
+        torch.sub(c.narrow(dim, 2 * r + 1, inner), c.narrow(dim, 0, inner), out=out.narrow(dim, r + 1, inner))
+    start = max(r + 1, n - r)  # windows cut by the upper border
+    torch.sub(c.narrow(dim, n - 1, 1), c.narrow(dim, start - r - 1, n - start), out=out.narrow(dim, start, n - start))
+
+
+def _box_sum(x: Tensor, radii: tuple[int, ...], out: Tensor | None = None) -> Tensor:
+    """Window sums with zero padding, ``sum_{|j - i| <= r} x[j]`` per axis (no autograd).
+
+    Written into ``out`` (which may be ``x``) or a new tensor. Sums accumulate in float64: float32
+    cumulative sums drift enough (~1e-5 relative at 160x192x224) to break ``E[x^2] - E[x]^2``.
+    """
+    acc = x.to(torch.float64, memory_format=torch.contiguous_format, copy=True)
+    spare: Tensor | None = None
+    for axis, r in enumerate(radii):
+        r = min(r, acc.shape[axis + 2] - 1)
+        if r > 0:
+            spare = torch.empty_like(acc) if spare is None else spare
+            _cumsum_(acc, axis + 2)
+            _window_sum(acc, axis + 2, r, spare)
+            acc, spare = spare, acc
+    return acc.to(x.dtype) if out is None else out.copy_(acc)
+
+
+class _BoxSum(torch.autograd.Function):
+    """Zero-padded window sum; the operator is symmetric, so its adjoint is itself."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, radii: tuple[int, ...]) -> Tensor:  # type: ignore[override]
+        ctx.radii = radii
+        return _box_sum(x, radii)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return _BoxSum.apply(grad, ctx.radii), None
+
+
+def _window_counts(shape: Sequence[int], radii: tuple[int, ...], like: Tensor) -> Tensor:
+    """Number of in-image voxels in each window, ``(1, 1, *S)`` (a product of 1-D counts)."""
+    count = torch.ones((1, 1) + (1,) * len(shape), dtype=like.dtype, device=like.device)
+    for axis, (n, r) in enumerate(zip(shape, radii)):
+        i = torch.arange(n, device=like.device)
+        c = (torch.clamp(i + r, max=n - 1) - torch.clamp(i - r, min=0) + 1).to(like.dtype)
+        view = [1] * (len(shape) + 2)
+        view[axis + 2] = n
+        count = count * c.view(view)
+    return count
+
+
+def box_filter(x: Tensor, radius: int | Sequence[int]) -> Tensor:
+    """Moving mean of ``(B, C, *S)`` over a ``(2r+1)^D`` window -> ``(B, C, *S)``.
+
+    ``radius`` in voxels, one value or one per axis. Near the border the mean is over the window's
+    voxels inside the image. Cost per voxel does not depend on ``radius`` (cumulative sums,
+    accumulated in float64).
+    """
+    d = _check_image(x)
+    radii = _radii(radius, d)
+    if not any(radii):
+        return x
+    return _BoxSum.apply(x, radii) / _window_counts(x.shape[2:], radii, x)
+
+
+def spatial_gradient(x: Tensor, spacing: Sequence[float] | None = None) -> Tensor:
+    """Derivatives of ``(B, C, *S)`` along each array axis -> ``(B, C, D, *S)``.
+
+    Central differences inside, one-sided at the borders, divided by ``spacing`` (voxel units when
+    ``None``). An axis of length 1 has zero derivative.
+    """
+    d = _check_image(x)
+    steps = _per_axis(1.0 if spacing is None else spacing, d, "spacing")
+    if any(s <= 0 for s in steps):
+        raise InputError(f"spacing must be > 0, got {steps}")
+    parts = [
+        torch.gradient(x, spacing=s, dim=axis + 2)[0] if x.shape[axis + 2] > 1 else torch.zeros_like(x)
+        for axis, s in enumerate(steps)
+    ]
+    return torch.stack(parts, dim=2)
+
+
+def downsample(x: Tensor, factor: float | Sequence[float]) -> Tensor:
+    """Anti-aliased shrink of ``(B, C, *S)`` onto the shape of ``Grid.downsample(factor)``.
+
+    Gaussian with ``sigma = factor / 2`` voxels on each axis shrunk (factor > 1), then linear
+    resizing that keeps the grid extent ``[-0.5, n - 0.5]`` (``align_corners=False``).
+    """
+    d = _check_image(x)
+    factors = _per_axis(factor, d, "factor")
+    if any(f < 1 for f in factors):
+        raise InputError(f"factor must be >= 1, got {factors}")
+    size = Grid(tuple(x.shape[2:])).downsample(factors).shape
+    smoothed = gaussian_smooth(x, [f / 2 if f > 1 else 0.0 for f in factors])
+    mode = ("linear", "bilinear", "trilinear")[d - 1]
+    return F.interpolate(smoothed, size=size, mode=mode, align_corners=False)
