@@ -195,7 +195,7 @@ def test_rule_11_device_and_dtype_follow_the_inputs(rng: np.random.Generator) ->
         for interp in ("linear", "cubic"):
             assert resample(image, grid.resize((3, 3, 3)), interp=interp).data.dtype == dtype
     hard_coded = [p.relative_to(SRC).as_posix() for p in source_files()
-                  if any(re.search(r"\.cuda\(|device\s*=\s*[\"']cuda|torch\.device\([\"']cuda", ln) for ln in code_lines(p))]
+                  if any(re.search(r"\.cuda\(\)|\.to\([\"']cuda|device\s*=\s*[\"']cuda", ln) for ln in code_lines(p))]
     assert hard_coded == [], f"hard-coded CUDA in {hard_coded}"
 
 
