@@ -12,6 +12,7 @@ from torchalign.functional import regularisers as R
 from torchalign.functional.bspline import bending_energy as bspline_bending_energy
 from torchalign.functional.bspline import control_grid, evaluate_bspline
 from torchalign.functional.filters import gaussian_smooth
+from torchalign.functional.jacobian import jacobian_det
 from torchalign.grid import Grid
 from torchalign.losses.regularisers import (
     REGULARISERS,
@@ -150,6 +151,16 @@ def test_folding_is_zero_for_a_diffeomorphism_and_positive_when_folded() -> None
     assert float(R.folding(folded, grid)) > 0
 
 
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_folding_agrees_with_the_jacobian_determinant_inside(ndim: int) -> None:
+    grid = _grid(ndim)
+    disp = 0.8 * torch.randn(2, ndim, *grid.shape, dtype=torch.float64)
+    det = jacobian_det(disp, grid)[(slice(None),) + (slice(1, -1),) * ndim]
+    expected = torch.relu(0.5 - det).square().flatten(1).mean(1)
+    assert float(expected.min()) > 0
+    torch.testing.assert_close(R.folding(disp, grid, threshold=0.5), expected)
+
+
 @pytest.mark.parametrize("penalty", PENALTIES, ids=lambda f: f.__name__)
 def test_gradcheck(penalty) -> None:
     grid = Grid.from_geometry((4, 3, 3), spacing=(1.0, 1.5, 2.0), direction=_rot3(0.3, 0.2))
@@ -158,6 +169,14 @@ def test_gradcheck(penalty) -> None:
         assert torch.autograd.gradcheck(lambda u: penalty(u, grid, threshold=0.9), (disp,))
     else:
         assert torch.autograd.gradcheck(lambda u: penalty(u, grid), (disp,))
+
+
+@pytest.mark.parametrize("penalty", [R.diffusion, R.bending_energy, R.curvature, R.linear_elasticity],
+                         ids=lambda f: f.__name__)
+def test_gradcheck_on_a_sheared_grid(penalty) -> None:
+    grid = Grid((4, 3, 3), np.array([[1.0, 0.3, 0.0, 0], [0.0, 1.2, 0.2, 0], [0.1, 0.0, 0.9, 0], [0, 0, 0, 1]]))
+    disp = torch.randn(2, 3, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda u: penalty(u, grid), (disp,))
 
 
 def test_bad_input_is_named() -> None:

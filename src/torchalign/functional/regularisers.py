@@ -5,24 +5,33 @@ are compact central differences on the interior voxels (as MONAI's ``BendingEner
 ``DiffusionLoss``): first derivatives ``(u[i+1] - u[i-1]) / 2``, second ``u[i+1] - 2u[i] + u[i-1]``
 and the 4-point mixed stencil, exact for quadratics, so every axis needs at least 3 voxels. They
 are taken along voxel axes and converted to world mm with ``M = dv/dx`` (the linear part of
-``voxel_from_world``): squared norms only need the metric ``P = M M^T`` (diagonal ``1/spacing^2``
-for orthonormal directions), so the common case costs one stencil per term.
+``voxel_from_world``).
+
+Diffusion, bending, curvature and linear elasticity are quadratic: ``sum_r alpha_r |L_r u|^2 / N``
+with each ``L_r`` a stencil (a weighted sum of shifted interior views). They run through one
+autograd function whose backward applies the adjoint stencils ``2 alpha_r L_r^T L_r u / N`` in
+place, instead of autograd's full-size zero-filled tensor per slice (7x faster at 160x192x224).
+Squared norms of world derivatives only need a factor ``F F^T = P = M M^T`` of the metric
+(``F = diag(1/spacing)`` for orthonormal directions, a Cholesky factor for sheared grids).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from itertools import combinations_with_replacement
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
 
 from ..errors import InputError
 from ..grid import Grid
 from .filters import gaussian_smooth
-from .jacobian import jacobian_det
 
-Pair = tuple[int, int]
+Shift = tuple[int, ...]
+Stencil = dict[Shift, float]
+Terms = dict[tuple[int | None, Shift], float]  # (component or None for every component, shift) -> coefficient
+Row = tuple[float, Terms]  # (alpha, the stencil L_r)
 
 
 def _check(disp: Tensor, grid: Grid) -> None:
@@ -35,93 +44,138 @@ def _check(disp: Tensor, grid: Grid) -> None:
         raise InputError(f"regularisers need at least 3 voxels per axis, got grid shape {grid.shape}")
 
 
-def _metric(grid: Grid) -> np.ndarray:
-    m = grid.voxel_from_world[: grid.ndim, : grid.ndim]
-    p = m @ m.T
-    p[np.abs(p) < 1e-12 * np.abs(p).max()] = 0.0
-    return p
+def _clean(m: np.ndarray) -> np.ndarray:
+    out = m.copy()
+    out[np.abs(out) < 1e-12 * np.abs(out).max()] = 0.0
+    return out
 
 
-def _shifted(u: Tensor, shifts: dict[int, int]) -> Tensor:
-    """Interior view of ``u`` shifted by ``shifts[k]`` (-1, 0, +1) voxels along spatial axis k."""
+def _voxel_from_world(grid: Grid) -> np.ndarray:
+    return _clean(grid.voxel_from_world[: grid.ndim, : grid.ndim])
+
+
+def _metric_factor(grid: Grid) -> np.ndarray:
+    """``F`` with ``F F^T = M M^T``: diagonal when the voxel axes are orthogonal."""
+    m = _voxel_from_world(grid)
+    p = _clean(m @ m.T)
+    if np.count_nonzero(p - np.diag(np.diag(p))) == 0:
+        return np.diag(np.sqrt(np.diag(p)))
+    return _clean(np.linalg.cholesky(p))
+
+
+def _unit(d: int, *signed_axes: tuple[int, int]) -> Shift:
+    shift = [0] * d
+    for axis, sign in signed_axes:
+        shift[axis] += sign
+    return tuple(shift)
+
+
+def _first_stencil(k: int, d: int) -> Stencil:
+    return {_unit(d, (k, 1)): 0.5, _unit(d, (k, -1)): -0.5}
+
+
+def _second_stencil(k: int, q: int, d: int) -> Stencil:
+    if k == q:
+        return {_unit(d, (k, 1)): 1.0, _unit(d): -2.0, _unit(d, (k, -1)): 1.0}
+    return {_unit(d, (k, a), (q, b)): 0.25 * a * b for a in (1, -1) for b in (1, -1)}
+
+
+def _terms(parts: Iterable[tuple[int | None, float, Stencil]]) -> Terms:
+    """Merge ``coefficient * stencil`` parts acting on a component (or all) into one stencil."""
+    out: Terms = {}
+    for component, coeff, stencil in parts:
+        if coeff == 0:
+            continue
+        for shift, c in stencil.items():
+            key = (component, shift)
+            out[key] = out.get(key, 0.0) + coeff * c
+    return {k: v for k, v in out.items() if v != 0}
+
+
+def _shifted(u: Tensor, shift: Shift) -> Tensor:
+    """Interior view of ``u (B, C, *S)`` shifted by ``shift`` (-1, 0, +1 per spatial axis)."""
     index = [slice(None), slice(None)]
-    for k in range(u.ndim - 2):
-        s = shifts.get(k, 0)
-        index.append(slice(1 + s, u.shape[k + 2] - 1 + s))
+    index += [slice(1 + s, n - 1 + s) for s, n in zip(shift, u.shape[2:])]
     return u[tuple(index)]
 
 
-def _first(u: Tensor, k: int) -> Tensor:
-    """``du/dv_k`` on the interior: ``(B, D, *(S - 2))``."""
-    return (_shifted(u, {k: 1}) - _shifted(u, {k: -1})) / 2
+def _channels(u: Tensor, component: int | None) -> Tensor:
+    return u if component is None else u[:, component : component + 1]
 
 
-def _second(u: Tensor, pair: Pair) -> Tensor:
-    """``d2u/dv_k dv_q`` on the interior with compact stencils: ``(B, D, *(S - 2))``."""
-    k, q = pair
-    if k == q:
-        return _shifted(u, {k: 1}) - 2 * _shifted(u, {}) + _shifted(u, {k: -1})
-    return (_shifted(u, {k: 1, q: 1}) - _shifted(u, {k: 1, q: -1})
-            - _shifted(u, {k: -1, q: 1}) + _shifted(u, {k: -1, q: -1})) / 4
+def _apply(u: Tensor, terms: Terms) -> Tensor:
+    """``L u`` on the interior: ``(B, D or 1, *(S - 2))``."""
+    out: Tensor | None = None
+    for (component, shift), coeff in terms.items():
+        view = _shifted(_channels(u, component), shift)
+        out = view * coeff if out is None else out.add_(view, alpha=coeff)
+    assert out is not None
+    return out
 
 
-def _mean_inner(a: Tensor, b: Tensor) -> Tensor:
-    """Mean over voxels of the component-wise inner product: ``(B,)``."""
-    return (a * b).flatten(1).sum(1) / a[0, 0].numel()
+def _apply_adjoint_(target: Tensor, v: Tensor, terms: Terms) -> None:
+    """``target += L^T v`` in place."""
+    for (component, shift), coeff in terms.items():
+        _shifted(_channels(target, component), shift).add_(v, alpha=coeff)
 
 
-def _orderings(pair: Pair) -> list[Pair]:
-    k, q = pair
-    return [(k, q)] if k == q else [(k, q), (q, k)]
+class _SumOfSquares(torch.autograd.Function):
+    """``sum_r alpha_r |L_r u|^2 / N`` per batch element ``(B,)``, N = interior voxels."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, u: Tensor, rows: list[Row]) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(u)
+        ctx.rows = rows  # type: ignore[attr-defined]
+        total = u.new_zeros(u.shape[0])
+        for alpha, terms in rows:
+            v = _apply(u, terms).flatten(1)
+            total += alpha * torch.linalg.vecdot(v, v)
+        return total / _interior_size(u)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (u,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        out = torch.zeros_like(u)
+        scale = (2 / _interior_size(u)) * grad.reshape(-1, *[1] * (u.ndim - 1))
+        for alpha, terms in ctx.rows:  # type: ignore[attr-defined]
+            _apply_adjoint_(out, _apply(u, terms).mul_(alpha * scale), terms)
+        return out, None
+
+
+def _interior_size(u: Tensor) -> int:
+    return int(np.prod([n - 2 for n in u.shape[2:]]))
+
+
+def _sum_of_squares(disp: Tensor, rows: list[Row]) -> Tensor:
+    return _SumOfSquares.apply(disp, [(alpha, terms) for alpha, terms in rows if alpha != 0 and terms])
 
 
 def diffusion(disp: Tensor, grid: Grid) -> Tensor:
     """Mean of ``sum_ij (du_i/dx_j)^2`` (world mm): ``(B,)``. ``u = A x`` gives ``sum(A^2)``."""
     _check(disp, grid)
-    p = _metric(grid)
-    d = grid.ndim
-    total = disp.new_zeros(disp.shape[0])
-    for k in range(d):
-        gk = _first(disp, k)
-        total = total + p[k, k] * _mean_inner(gk, gk)
-        for q in range(k + 1, d):
-            if p[k, q] != 0:
-                total = total + 2 * p[k, q] * _mean_inner(gk, _first(disp, q))
-    return total
+    d, f = grid.ndim, _metric_factor(grid)
+    rows = [(1.0, _terms((None, f[k, j], _first_stencil(k, d)) for k in range(d))) for j in range(d)]
+    return _sum_of_squares(disp, rows)
 
 
 def bending_energy(disp: Tensor, grid: Grid) -> Tensor:
     """Mean of ``sum_i sum_{j,l} (d2u_i/dx_j dx_l)^2`` (cross terms counted twice): ``(B,)``."""
     _check(disp, grid)
-    p = _metric(grid)
-    pairs = list(combinations_with_replacement(range(grid.ndim), 2))
-
-    def weight(a: Pair, b: Pair) -> float:
-        return float(sum(p[k, r] * p[q, s] for k, q in _orderings(a) for r, s in _orderings(b)))
-
-    total = disp.new_zeros(disp.shape[0])
-    for n, a in enumerate(pairs):
-        ha = _second(disp, a)
-        total = total + weight(a, a) * _mean_inner(ha, ha)
-        for b in pairs[n + 1:]:
-            w = weight(a, b)
-            if w != 0:
-                total = total + 2 * w * _mean_inner(ha, _second(disp, b))
-    return total
+    d, f = grid.ndim, _metric_factor(grid)
+    rows = [(1.0 if j == l else 2.0,
+             _terms((None, f[k, j] * f[q, l], _second_stencil(k, q, d)) for k in range(d) for q in range(d)))
+            for j, l in combinations_with_replacement(range(d), 2)]
+    return _sum_of_squares(disp, rows)
 
 
 def curvature(disp: Tensor, grid: Grid) -> Tensor:
     """Mean of ``sum_i (Laplacian u_i)^2`` (world mm): ``(B,)``."""
     _check(disp, grid)
-    p = _metric(grid)
-    laplacian: Tensor | None = None
-    for k, q in combinations_with_replacement(range(grid.ndim), 2):
-        c = p[k, q] * (1 if k == q else 2)
-        if c != 0:
-            term = c * _second(disp, (k, q))
-            laplacian = term if laplacian is None else laplacian + term
-    assert laplacian is not None
-    return _mean_inner(laplacian, laplacian)
+    d, m = grid.ndim, _voxel_from_world(grid)
+    p = _clean(m @ m.T)
+    row = _terms((None, p[k, q], _second_stencil(k, q, d)) for k in range(d) for q in range(d))
+    return _sum_of_squares(disp, [(1.0, row)])
 
 
 def linear_elasticity(disp: Tensor, grid: Grid, mu: float = 1.0, lam: float = 1.0) -> Tensor:
@@ -132,24 +186,71 @@ def linear_elasticity(disp: Tensor, grid: Grid, mu: float = 1.0, lam: float = 1.
     _check(disp, grid)
     if mu < 0 or lam < 0:
         raise InputError(f"mu and lam must be >= 0, got mu={mu}, lam={lam}")
-    d = grid.ndim
-    m = grid.voxel_from_world[:d, :d]
-    voxel = [_first(disp, k) for k in range(d)]
-    # columns[j][:, i] = du_i/dx_j
-    columns = [sum(float(m[k, j]) * voxel[k] for k in range(d) if m[k, j] != 0) for j in range(d)]
-    trace = sum(columns[i][:, i] for i in range(d))
-    squares = sum(columns[i][:, i] ** 2 for i in range(d))
-    for i in range(d):
-        for j in range(i + 1, d):
-            squares = squares + (columns[j][:, i] + columns[i][:, j]) ** 2 / 2
-    density = mu * squares + lam / 2 * trace**2
-    return density.flatten(1).mean(1)
+    d, m = grid.ndim, _voxel_from_world(grid)
+
+    def gradient(i: int, j: int, scale: float) -> list[tuple[int | None, float, Stencil]]:
+        """Parts of ``scale * du_i/dx_j``."""
+        return [(i, scale * m[k, j], _first_stencil(k, d)) for k in range(d)]
+
+    rows: list[Row] = [(mu, _terms(gradient(i, i, 1.0))) for i in range(d)]
+    rows += [(2 * mu, _terms(gradient(i, j, 0.5) + gradient(j, i, 0.5))) for i in range(d) for j in range(i + 1, d)]
+    rows.append((lam / 2, _terms(part for i in range(d) for part in gradient(i, i, 1.0))))
+    return _sum_of_squares(disp, rows)
+
+
+def _jacobian_entries(u: Tensor, m: np.ndarray) -> list[list[Tensor]]:
+    """``J[i][j] = delta_ij + du_i/dx_j`` on the interior, each ``(B, 1, *(S - 2))``."""
+    d = m.shape[0]
+    return [[_apply(u, _terms([(i, 1.0 * m[k, j], _first_stencil(k, d)) for k in range(d)])) + float(i == j)
+             for j in range(d)] for i in range(d)]
+
+
+def _cofactors(j: list[list[Tensor]]) -> list[list[Tensor]]:
+    """``C[r][c] = d det(J) / d J[r][c]``."""
+    if len(j) == 2:
+        return [[j[1][1], -j[1][0]], [-j[0][1], j[0][0]]]
+    return [[j[(r + 1) % 3][(c + 1) % 3] * j[(r + 2) % 3][(c + 2) % 3]
+             - j[(r + 1) % 3][(c + 2) % 3] * j[(r + 2) % 3][(c + 1) % 3] for c in range(3)] for r in range(3)]
+
+
+class _Folding(torch.autograd.Function):
+    """``sum relu(threshold - det J)^2 / N`` per batch element; backward through the cofactors."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, u: Tensor, m: np.ndarray, threshold: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(u)
+        ctx.m, ctx.threshold = m, threshold  # type: ignore[attr-defined]
+        j = _jacobian_entries(u, m)
+        det = sum(j[0][c] * cof for c, cof in enumerate(_cofactors(j)[0]))
+        short = torch.relu(threshold - det).flatten(1)
+        return torch.linalg.vecdot(short, short) / _interior_size(u)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        (u,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        m = ctx.m  # type: ignore[attr-defined]
+        d = m.shape[0]
+        j = _jacobian_entries(u, m)
+        cof = _cofactors(j)
+        det = sum(j[0][c] * cof[0][c] for c in range(d))
+        scale = (-2 / _interior_size(u)) * grad.reshape(-1, *[1] * (u.ndim - 1))
+        d_det = torch.relu(ctx.threshold - det) * scale  # type: ignore[attr-defined]
+        out = torch.zeros_like(u)
+        for r in range(d):
+            for k in range(d):  # dE/d(du_r/dv_k) = sum_c dE/dJ[r][c] * M[k, c]
+                d_gradient = sum(float(m[k, c]) * cof[r][c] for c in range(d) if m[k, c] != 0) * d_det
+                _apply_adjoint_(out, d_gradient, _terms([(r, 1.0, _first_stencil(k, d))]))
+        return out, None, None
 
 
 def folding(disp: Tensor, grid: Grid, threshold: float = 0.0) -> Tensor:
-    """Mean of ``relu(threshold - det J)^2`` over voxels: ``(B,)``; 0 when ``det J >= threshold`` everywhere."""
+    """Mean of ``relu(threshold - det J)^2`` over the interior voxels: ``(B,)``; 0 when ``det J >= threshold``.
+
+    ``J`` uses the same central differences as the other penalties (interior voxels only).
+    """
     _check(disp, grid)
-    return torch.relu(threshold - jacobian_det(disp, grid)).square().flatten(1).mean(1)
+    return _Folding.apply(disp, _voxel_from_world(grid), float(threshold))
 
 
 def smooth_field(disp: Tensor, grid: Grid, sigma_mm: float | Sequence[float]) -> Tensor:
