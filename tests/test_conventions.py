@@ -31,7 +31,7 @@ def source_files() -> list[Path]:
 
 def code_lines(path: Path) -> list[str]:
     """Lines of ``path`` outside comments (docstrings may mention names; calls are what count)."""
-    return [ln.split("#")[0] for ln in path.read_text().splitlines()]
+    return [ln.split("#")[0] for ln in path.read_text(encoding="utf-8").splitlines()]
 
 
 def oblique_grid(shape: tuple[int, ...]) -> Grid:
@@ -71,7 +71,7 @@ def test_rule_01_images_are_batched_in_nibabel_axis_order(tmp_path: Path, rng: n
         assert image.data.shape == (1, 1, *shape) and image.grid.ndim == len(shape) == image.ndim
         np.testing.assert_array_equal(image.data[0, 0].numpy(), np.asanyarray(nib.load(tmp_path / "a.nii.gz").dataobj))
     assert Image(torch.zeros(2, 5, 6), Grid((5, 6))).data.shape == (1, 2, 5, 6)  # (C, *S) gets B = 1
-    offenders = [p.name for p in source_files() if "is_3d" in p.read_text()]
+    offenders = [p.name for p in source_files() if "is_3d" in p.read_text(encoding="utf-8")]
     assert offenders == [], f"2-D vs 3-D must come from ndim, not a flag: {offenders}"
 
 

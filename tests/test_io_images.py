@@ -1,6 +1,7 @@
 """Image files: every format round-trips data and world geometry; geometry agrees with SimpleITK's reading."""
 from __future__ import annotations
 
+import locale
 import os
 from pathlib import Path
 
@@ -107,10 +108,12 @@ def test_dicom_series_round_trip(tmp_path: Path) -> None:
     volume = sitk.ReadImage(str(path))[100:140, 90:130, 60:70]
     folder = tmp_path / "series"
     folder.mkdir()
+    encoding = locale.getpreferredencoding(False)
     write_dicom_series(volume, folder)
     dicom = read_image(folder)
     full = read_image(path)
     crop = Image(full.data[:, :, 100:140, 90:130, 60:70], full.grid.crop((100, 90, 60), (40, 40, 10)))
+    assert locale.getpreferredencoding(False) == encoding
     assert dicom.data.dtype == torch.int16 and dicom.grid.shape == crop.grid.shape
     np.testing.assert_allclose(np.sort(corners(dicom.grid), axis=0), np.sort(corners(crop.grid), axis=0), atol=1e-4)
     assert torch.equal(resample(crop, dicom.grid, interp="nearest").data, dicom.data)
@@ -127,7 +130,19 @@ def corners(grid: Grid) -> np.ndarray:
 
 
 def write_dicom_series(volume: sitk.Image, folder: Path) -> None:
-    """One MR slice per file with the geometry tags a series reader needs (SimpleITK's own recipe)."""
+    """One MR slice per file with the geometry tags a series reader needs (SimpleITK's own recipe).
+
+    GDCM's writer leaves the process locale at "C" (ASCII text I/O for the rest of the session), so
+    the locale is restored afterwards.
+    """
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_slices(volume, folder)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_slices(volume: sitk.Image, folder: Path) -> None:
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     d = volume.GetDirection()
