@@ -53,12 +53,13 @@ def _causal_init_weights(n: int) -> np.ndarray:
     return w / (1.0 - z ** (2 * n - 2))
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)
 def prefilter_matrix(n: int) -> np.ndarray:
-    """``(n, n)`` float64 matrix taking n >= 2 samples to their cubic B-spline coefficients.
+    """``(n, n)`` float64 matrix (read-only) taking n >= 2 samples to their cubic B-spline coefficients.
 
     The recursive filter (gain, causal pass, anti-causal pass) is linear, so it is run once in float64
-    on the identity; applying it is then one matrix product per axis (fast, exact, differentiable).
+    on the identity; applying it is then one matrix product per axis (exact and differentiable; n
+    multiply-adds per voxel, which BLAS does faster than a Python loop over slices for n up to ~1000s).
     """
     z = POLE
     x = np.eye(n) * ((1.0 - z) * (1.0 - 1.0 / z))
@@ -68,6 +69,7 @@ def prefilter_matrix(n: int) -> np.ndarray:
     x[n - 1] = (z / (z * z - 1.0)) * (z * x[n - 2] + x[n - 1])
     for k in range(n - 2, -1, -1):
         x[k] = z * (x[k + 1] - x[k])
+    x.setflags(write=False)
     return x
 
 

@@ -102,7 +102,8 @@ def _itk_stderr() -> Iterator[list[str]]:
     """Capture what C++ code (ITK, MetaIO, GDCM) prints on file descriptor 2 during the block.
 
     On success the text is passed on to stderr unchanged (ITK warnings stay visible); on failure it is
-    attached to the exception as ``itk_output`` so that the one-line error can quote it.
+    attached to the exception as ``itk_output`` so that the one-line error can quote it. The redirect
+    is process-wide: what other threads write to fd 2 meanwhile is held back the same way.
     """
     lines: list[str] = []
     try:
