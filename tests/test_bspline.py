@@ -165,6 +165,25 @@ def test_exact_world_derivatives_of_a_quadratic() -> None:
                                rtol=0)
 
 
+def test_derivatives_at_points_match_the_separable_path_and_a_rotated_grid() -> None:
+    grid = _oblique_grid_2d()
+    lattice = control_grid(grid, (4.0, 5.5))
+    coeffs = torch.randn(2, 2, *lattice.shape, dtype=torch.float64)
+    points = grid.points(torch.float64).unsqueeze(0)
+    for orders in [(1, 0), (0, 1), (2, 0), (1, 1), (0, 2)]:
+        torch.testing.assert_close(evaluate_bspline_points(coeffs, lattice, points, orders),
+                                   evaluate_bspline(coeffs, lattice, grid, orders), atol=1e-12, rtol=0)
+    # the exact Hessian of a quadratic on a grid rotated against the lattice (point path)
+    rot = _rotation2(1.1)
+    other = Grid.from_geometry((5, 4), spacing=(1.5, 1.5), origin=grid.center() - rot @ np.array([3.0, 2.0]),
+                               direction=rot)
+    m = torch.as_tensor(lattice.voxel_from_world[:2, :2])
+    hess = bspline_hessian(_quadratic_coeffs(lattice), lattice, other)
+    expected = m.T @ torch.tensor([[2.0, 2.0], [2.0, 0.0]], dtype=torch.float64) @ m
+    torch.testing.assert_close(hess[0, 0].movedim(0, -1).movedim(0, -1), expected.expand(5, 4, 2, 2), atol=1e-10,
+                               rtol=0)
+
+
 def test_bending_energy_of_a_quadratic_is_the_known_constant() -> None:
     grid = _oblique_grid_2d()
     lattice = control_grid(grid, (4.0, 5.5))

@@ -9,7 +9,8 @@ axes); outside the lattice missing control points count as zero, so the spline d
 Evaluation on a grid whose axes are parallel to the lattice's is separable: along each axis the
 spline is a banded ``(n, L)`` matrix of basis values, applied with one ``einsum`` per axis. This is
 exact for any control spacing (integer multiple of the voxel spacing or not), runs on BLAS and
-differentiates cheaply. Other grids and point sets go through a 4^D-neighbour gather.
+differentiates cheaply. At other points, values take 2^D linear lookups and derivatives a
+4^D-neighbour gather.
 """
 from __future__ import annotations
 
