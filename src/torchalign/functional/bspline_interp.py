@@ -82,7 +82,7 @@ def bspline_coefficients(data: Tensor) -> Tensor:
     for axis in range(2, data.ndim):
         n = data.shape[axis]
         if n > 1:
-            m = torch.as_tensor(prefilter_matrix(n), dtype=out.dtype, device=out.device)
+            m = torch.tensor(prefilter_matrix(n), dtype=out.dtype, device=out.device)
             out = torch.matmul(out.movedim(axis, -1), m.T).movedim(-1, axis)
     return out
 
