@@ -1,0 +1,57 @@
+"""``torchalign predict --model CKPT FIXED MOVING -o OUTDIR [--finetune N]``."""
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from pathlib import Path
+
+import click
+import torch
+
+from ..io import read_image
+from .options import nan_to_option
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    """Peak resident memory of this process (and peak CUDA allocation on a CUDA device), MiB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"process_rss": round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)}
+    if device.type == "cuda":
+        out["cuda_allocated"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out
+
+
+@click.command("predict")
+@click.option("--model", "model_path", required=True, type=click.Path(), help="Checkpoint written by `train`.")
+@click.argument("fixed", type=click.Path())
+@click.argument("moving", type=click.Path())
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(), help="Output folder.")
+@click.option("--finetune", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Optimise the predicted transform on this pair for N steps with the training losses.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Fine-tuning learning rate in mm (default: a tenth of the mean voxel size).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
+@nan_to_option
+def predict_cmd(model_path: str, fixed: str, moving: str, outdir: str, finetune: int, lr: float | None,
+                device: str, nan_to: float | None) -> None:
+    """Register MOVING to FIXED with a trained network; write warped.nii.gz, result.json and
+    warp.nii.gz (dense models) or transform.txt (affine models) to OUTDIR."""
+    from ..nn.checkpoint import model_from_checkpoint
+    from ..nn.inference import default_lr, predict_pair, write_prediction
+
+    start = time.perf_counter()
+    dev = torch.device(device)
+    model, config = model_from_checkpoint(model_path, dev)
+    f = read_image(fixed, nan_to=nan_to)
+    m = read_image(moving, nan_to=nan_to)
+    loaded = time.perf_counter() - start
+    prediction = predict_pair(model, config, f, m, finetune, lr)
+    prediction.seconds = {"load": loaded, **prediction.seconds, "total": time.perf_counter() - start}
+    extra = {"model": str(model_path), "finetune": {"steps": finetune, "lr": default_lr(f.grid) if lr is None else lr},
+             "peak_memory_mb": peak_memory_mb(dev)}
+    paths = write_prediction(Path(outdir), f, m, prediction, config, [fixed, moving, model_path], extra)
+    click.echo(f"predicted in {prediction.seconds['predict']:.2f} s"
+               + (f", fine-tuned in {prediction.seconds['finetune']:.1f} s" if finetune else "")
+               + f"; peak memory {extra['peak_memory_mb']['process_rss']:.0f} MiB; wrote "
+               + ", ".join(str(p) for p in paths.values()))

@@ -1,0 +1,328 @@
+"""Unsupervised training of registration networks, and per-pair fine-tuning, with the library's losses.
+
+The objective is the classical one: ``similarity(fixed, warped, overlap) + sum(w * reg(u))`` with
+``u`` the displacement of the predicted transform on the fixed grid, plus an optional soft-Dice
+term on warped one-hot label maps. :func:`train` runs on one process, or on several when launched
+by ``torchrun`` (DistributedDataParallel; gloo on the CPU, nccl on CUDA) without any change.
+Rank 0 writes ``OUTPUT/checkpoint.pt`` (atomically, every epoch), ``OUTPUT/log.csv`` and, when
+tensorboard is importable, ``OUTPUT/tensorboard``.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.auto import tqdm
+
+from ..errors import InputError
+from ..grid import Grid
+from ..losses import make_similarity
+from ..losses.regularisers import REGULARISERS
+from ..transforms.base import SpatialTransform
+from ..transforms.linear import LinearTransform, MatrixTransform
+from .checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
+from .config import LossConfig, TrainConfig
+from .data import Batch, collate, dataset_from_config
+from .models import RegistrationNet, build_model, learnable, warp
+
+LOG_COLUMNS = ("step", "epoch", "loss", "similarity", "regulariser", "dice", "lr", "seconds")
+
+
+# ---- the objective -------------------------------------------------------------------------------
+def one_hot(labels: Tensor, values: list[int]) -> Tensor:
+    """``(B, 1, *S)`` integer labels -> ``(B, K, *S)`` float indicators of ``values`` (in that order)."""
+    ids = torch.as_tensor(values, dtype=labels.dtype, device=labels.device).reshape(1, -1, *[1] * (labels.ndim - 2))
+    return (labels == ids).float()
+
+
+def soft_dice(a: Tensor, b: Tensor, eps: float = 1e-6) -> Tensor:
+    """Mean over channels of ``2 sum(ab) / (sum(a) + sum(b))`` for ``(B, K, *S)`` maps -> ``(B,)``.
+
+    A label absent from both maps counts as a perfect match (1).
+    """
+    inter = (a * b).flatten(2).sum(-1)
+    total = (a + b).flatten(2).sum(-1)
+    return ((2 * inter + eps) / (total + eps)).mean(1)
+
+
+@dataclass
+class Terms:
+    """Loss terms (scalars): ``loss`` is what is minimised."""
+
+    loss: Tensor
+    similarity: Tensor
+    regulariser: Tensor
+    dice: Tensor
+
+
+class Objective(nn.Module):
+    """The registration loss of a transform on a batch, from a :class:`~torchalign.nn.config.LossConfig`."""
+
+    def __init__(self, config: LossConfig):
+        super().__init__()
+        self.similarity = make_similarity(config.similarity, **config.similarity_options)
+        regs = []
+        for r in config.regularisers:
+            if r.name not in REGULARISERS:
+                raise InputError(f"unknown regulariser {r.name!r}; expected one of {', '.join(REGULARISERS)}")
+            regs.append(REGULARISERS[r.name](weight=r.weight, **r.options))
+        self.regularisers = nn.ModuleList(regs)
+        self.overlap = config.overlap
+        self.dice_weight = config.dice
+        self.labels = list(config.labels or [])
+
+    def forward(self, transform: SpatialTransform, fixed: Tensor, moving: Tensor, grid: Grid,
+                fixed_labels: Tensor | None = None, moving_labels: Tensor | None = None) -> Terms:
+        """Terms for ``fixed``/``moving`` ``(B, 1, *S)`` on ``grid`` (labels ``(B, 1, *S)`` for the Dice term)."""
+        use_dice = self.dice_weight > 0
+        if use_dice and (fixed_labels is None or moving_labels is None):
+            raise InputError("the Dice term needs label maps for both images of every pair")
+        stack = [moving, torch.ones_like(moving)] if self.overlap else [moving]
+        if use_dice:
+            stack.append(one_hot(moving_labels, self.labels))  # type: ignore[arg-type]
+        linear = isinstance(transform, (LinearTransform, MatrixTransform))
+        disp = transform.displacement(grid).to(fixed.dtype) if len(self.regularisers) or not linear else None
+        sampled = warp(torch.cat(stack, 1), grid, transform, disp)
+        k = 2 if self.overlap else 1
+        mask = sampled[:, 1:2].clamp(0.0, 1.0) if self.overlap else None
+        similarity = self.similarity(fixed, sampled[:, :1], mask)
+        zero = similarity.new_zeros(())
+        regulariser = zero
+        if disp is not None and len(self.regularisers):
+            regulariser = sum((r(disp, grid) for r in self.regularisers), zero)
+        dice = zero
+        if use_dice:
+            dice = 1 - soft_dice(sampled[:, k:], one_hot(fixed_labels, self.labels)).mean()  # type: ignore[arg-type]
+        return Terms(similarity + regulariser + self.dice_weight * dice, similarity, regulariser, dice)
+
+
+class TrainStep(nn.Module):
+    """``model`` and ``objective`` as one module whose forward returns the loss terms (what DDP wraps)."""
+
+    def __init__(self, model: RegistrationNet, objective: Objective):
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        transform = self.model(batch.fixed, batch.moving, batch.grid)
+        t = self.objective(transform, batch.fixed, batch.moving, batch.grid, batch.fixed_labels, batch.moving_labels)
+        return t.loss, t.similarity, t.regulariser, t.dice
+
+
+# ---- fine-tuning ---------------------------------------------------------------------------------
+def finetune(transform: SpatialTransform, fixed: Tensor, moving: Tensor, grid: Grid, objective: Objective,
+             steps: int, lr: float) -> tuple[SpatialTransform, list[float]]:
+    """Optimise a predicted transform on one pair for ``steps`` Adam steps with ``objective``.
+
+    ``fixed``/``moving`` are ``(1, 1, *S)`` on ``grid``; ``lr`` is in mm (the transform parameters'
+    units). Returns the fine-tuned transform (the lowest loss seen) and the loss of every step.
+    """
+    if steps < 0 or lr <= 0:
+        raise InputError(f"fine-tuning needs steps >= 0 and lr > 0, got steps={steps}, lr={lr}")
+    tuned = learnable(transform, grid)
+    params = [p for p in tuned.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    losses: list[float] = []
+    best = (math.inf, [p.detach().clone() for p in params])
+    for _ in range(steps):
+        before = [p.detach().clone() for p in params]
+        opt.zero_grad(set_to_none=True)
+        loss = objective(tuned, fixed, moving, grid).loss
+        loss.backward()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise InputError(f"fine-tuning diverged (the loss became {value}); lower --lr")
+        if value < best[0]:
+            best = (value, before)
+        opt.step()
+        losses.append(value)
+    with torch.no_grad():
+        if steps and float(objective(tuned, fixed, moving, grid).loss) > best[0]:
+            for p, b in zip(params, best[1]):
+                p.copy_(b)
+    return tuned, losses
+
+
+# ---- training ------------------------------------------------------------------------------------
+@dataclass
+class Distributed:
+    """Where this process runs: its rank among ``world`` processes and its device."""
+
+    rank: int
+    world: int
+    device: torch.device
+    owns_group: bool  # whether train() initialised the process group (and so tears it down)
+
+
+def setup_distributed(device: str) -> Distributed:
+    """One process, or a torchrun worker (``WORLD_SIZE > 1``): join the process group (gloo on the CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = torch.device(device)
+    if world <= 1:
+        return Distributed(0, 1, dev, False)
+    owns = not dist.is_initialized()
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    if owns:
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), dev, owns)
+
+
+def make_optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """A ``torch.optim`` class by name."""
+    cls = getattr(torch.optim, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)) or name == "LBFGS":
+        raise InputError(f"unknown or unsupported optimizer {name!r}; use a torch.optim class such as Adam or SGD")
+    return cls(params, lr=lr)
+
+
+class _Log:
+    """CSV log (appended on resume) and an optional TensorBoard writer; only rank 0 writes."""
+
+    def __init__(self, outdir: Path, append: bool, tensorboard: bool):
+        path = outdir / "log.csv"
+        new = not (append and path.exists())
+        self.file = path.open("w" if new else "a", newline="")
+        self.csv = csv.writer(self.file)
+        if new:
+            self.csv.writerow(LOG_COLUMNS)
+        self.board: Any = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                pass
+            else:
+                self.board = SummaryWriter(str(outdir / "tensorboard"))
+
+    def write(self, row: dict[str, float]) -> None:
+        self.csv.writerow([f"{row[c]:.6g}" if isinstance(row[c], float) else row[c] for c in LOG_COLUMNS])
+        self.file.flush()
+        if self.board is not None:
+            for key in ("loss", "similarity", "regulariser", "dice", "lr"):
+                self.board.add_scalar(f"train/{key}", row[key], row["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.board is not None:
+            self.board.close()
+
+
+@dataclass
+class TrainSummary:
+    """What :func:`train` did: steps and epochs reached, the last logged loss, time, the checkpoint."""
+
+    steps: int
+    epochs: int
+    loss: float
+    seconds: float
+    checkpoint: Path
+
+
+def train(config: TrainConfig, dataset: Dataset | None = None, *, resume: bool = False, progress: bool = False,
+          on_step: Callable[[dict[str, float]], None] | None = None) -> TrainSummary:
+    """Train the model of ``config`` on ``dataset`` (default: the one ``config.data`` describes).
+
+    ``resume`` continues from ``config.output/checkpoint.pt`` (model, optimizer, epoch and step; the
+    model config must match). Each epoch ends with a checkpoint; an epoch interrupted by
+    ``max_steps`` still saves one (a resumed run repeats that epoch in full).
+    ``on_step`` receives every logged row (rank 0 only).
+    """
+    run = setup_distributed(config.device)
+    try:
+        return _train(config, dataset, resume, progress, on_step, run)
+    finally:
+        if run.owns_group:
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, dataset: Dataset | None, resume: bool, progress: bool,
+           on_step: Callable[[dict[str, float]], None] | None, run: Distributed) -> TrainSummary:
+    start_time = time.perf_counter()
+    if dataset is None:
+        if config.data is None:
+            raise InputError("the training config has no `data` section and no dataset was given")
+        dataset = dataset_from_config(config.data, config.model.normalize, config.seed)
+    outdir = Path(config.output)
+    ckpt_path = outdir / "checkpoint.pt"
+    torch.manual_seed(config.seed)
+    model = build_model(config.model).to(run.device)
+    objective = Objective(config.loss).to(run.device)
+    optimizer = make_optimizer(config.optimizer, list(model.parameters()), config.lr)
+    epoch = step = 0
+    if resume:
+        state = load_checkpoint(ckpt_path, run.device)
+        stored = checkpoint_config(state, ckpt_path)
+        if stored.model != config.model:
+            raise InputError(f"{ckpt_path}: cannot resume: it holds a different model ({stored.model.model_dump()})")
+        model.load_state_dict(state["state_dict"])
+        if state["optimizer"] is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        epoch, step = int(state["epoch"]), int(state["step"])
+    step_module: nn.Module = TrainStep(model, objective)
+    if run.world > 1:
+        step_module = nn.parallel.DistributedDataParallel(step_module)
+    sampler = DistributedSampler(dataset, num_replicas=run.world, rank=run.rank, shuffle=True, seed=config.seed)
+    workers = config.data.num_workers if config.data is not None else 0
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, collate_fn=collate,
+                        num_workers=workers, drop_last=False)
+    if run.rank == 0:
+        outdir.mkdir(parents=True, exist_ok=True)
+    log = _Log(outdir, resume, config.tensorboard) if run.rank == 0 else None
+    last = math.nan
+    limit = config.max_steps if config.max_steps is not None else math.inf
+    try:
+        bar = tqdm(total=None if math.isinf(limit) else int(limit), initial=step, disable=not progress or run.rank,
+                   desc="train", leave=False)
+        while epoch < config.epochs and step < limit:
+            sampler.set_epoch(epoch)
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch)
+            model.train()
+            for batch in loader:
+                if step >= limit:
+                    break
+                batch = batch.to(run.device)
+                optimizer.zero_grad(set_to_none=True)
+                loss, sim, reg, dice = step_module(batch)
+                if not torch.isfinite(loss):
+                    raise InputError(f"training diverged at step {step} (loss {float(loss)}); lower lr")
+                loss.backward()
+                optimizer.step()
+                step += 1
+                terms = torch.stack([loss, sim, reg, dice]).detach().float()
+                if run.world > 1:
+                    dist.all_reduce(terms)
+                    terms /= run.world
+                last = float(terms[0])
+                row = {"step": step, "epoch": epoch, "loss": last, "similarity": float(terms[1]),
+                       "regulariser": float(terms[2]), "dice": float(terms[3]),
+                       "lr": float(optimizer.param_groups[0]["lr"]), "seconds": time.perf_counter() - start_time}
+                bar.update(1)
+                if log is not None:
+                    log.write(row)
+                    if on_step is not None:
+                        on_step(row)
+            else:
+                epoch += 1
+            if run.rank == 0:
+                save_checkpoint(ckpt_path, config, model, optimizer, epoch, step)
+        bar.close()
+    finally:
+        if log is not None:
+            log.close()
+    if run.world > 1:
+        dist.barrier()
+    return TrainSummary(step, epoch, last, time.perf_counter() - start_time, ckpt_path)

@@ -1,0 +1,115 @@
+"""``torchalign train`` and ``torchalign predict``: outputs, fine-tuning, and one-line errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+from nn_synthetic import write_config, write_subjects
+
+from torchalign.cli.predict import predict_cmd
+from torchalign.cli.train import train_cmd
+from torchalign.errors import InputError
+from torchalign.io import read_image
+from torchalign.io.transforms import read_displacement, read_linear
+from torchalign.nn.checkpoint import save_checkpoint
+from torchalign.nn.config import TrainConfig, load_train_config
+from torchalign.nn.models import build_model
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """A tiny dense model trained for 2 steps by the CLI, and its images."""
+    root = tmp_path_factory.mktemp("nn_cli")
+    paths = write_subjects(root / "data", 3)
+    cfg = write_config(root / "train.yaml", {"folder": "data", "augment": {"rotate": 5, "flip": [0]}})
+    result = CliRunner().invoke(train_cmd, [str(cfg), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "trained 2 steps" in result.output
+    return root / "run" / "checkpoint.pt", paths
+
+
+def test_predict_writes_the_outputs_of_register(trained: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    ckpt, paths = trained
+    out = tmp_path / "out"
+    result = CliRunner().invoke(predict_cmd, ["--model", str(ckpt), str(paths[0]), str(paths[1]), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["outputs"] == {"warped": "warped.nii.gz", "warp": "warp.nii.gz", "result": "result.json"}
+    assert {"predict", "load", "total"} <= set(doc["timings"]) and doc["peak_memory_mb"]["process_rss"] > 0
+    assert doc["jacobian"]["fold_percent"] == 0.0 and doc["settings"]["model"]["head"] == "dense"
+    fixed = read_image(paths[0])
+    warped = read_image(out / "warped.nii.gz")
+    assert warped.grid.same_as(fixed.grid) and warped.data.dtype == torch.float32
+    assert read_displacement(out / "warp.nii.gz").field.shape == (1, 2, 20, 24)
+
+
+def test_predict_finetune_lowers_the_loss(trained: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    ckpt, paths = trained
+    out = tmp_path / "ft"
+    result = CliRunner().invoke(predict_cmd, ["--model", str(ckpt), str(paths[0]), str(paths[2]), "-o", str(out),
+                                              "--finetune", "15", "--lr", "0.2"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "result.json").read_text())
+    losses = doc["stages"][0]["levels"][0]["losses"]
+    assert len(losses) == 15 and min(losses) < 0.9 * losses[0]
+    assert doc["finetune"] == {"steps": 15, "lr": 0.2} and doc["timings"]["finetune"] > 0
+
+
+def test_affine_model_writes_an_itk_transform(tmp_path: Path) -> None:
+    paths = write_subjects(tmp_path / "data", 2)
+    config = TrainConfig.model_validate({"model": {"ndim": 2, "head": "affine", "features": [4, 8]},
+                                         "loss": {"similarity": "ncc"}})
+    model = build_model(config.model)
+    torch.nn.init.normal_(model.head.mlp[-1].bias, std=1.0)  # a visibly non-identity prediction
+    ckpt = save_checkpoint(tmp_path / "affine.pt", config, model)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(predict_cmd, ["--model", str(ckpt), str(paths[0]), str(paths[1]), "-o", str(out),
+                                              "--finetune", "3"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "result.json").read_text())
+    assert set(doc["outputs"]) == {"warped", "transform", "result"}
+    assert np.allclose(read_linear(out / "transform.txt"), np.asarray(doc["matrix"]), atol=1e-6)
+    assert not np.allclose(np.asarray(doc["matrix"]), np.eye(3), atol=1e-3)
+
+
+def test_predict_errors_are_input_errors(trained: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    ckpt, paths = trained
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(ckpt.read_bytes()[:300])
+    with pytest.raises(InputError, match="broken.pt: not a readable checkpoint"):
+        predict_cmd.main(["--model", str(broken), str(paths[0]), str(paths[1]), "-o", str(tmp_path / "o")],
+                         standalone_mode=False)
+    write_subjects(tmp_path / "vol", 1, shape=(6, 7, 8))
+    with pytest.raises(InputError, match="registers 2-D images; got a 3-D fixed"):
+        predict_cmd.main(["--model", str(ckpt), str(tmp_path / "vol" / "img0.nii.gz"), str(paths[1]),
+                          "-o", str(tmp_path / "o")], standalone_mode=False)
+    inside = tmp_path / "o2"
+    inside.mkdir()
+    fixed = inside / "warped.nii.gz"
+    fixed.write_bytes(paths[0].read_bytes())
+    with pytest.raises(InputError, match="refusing to overwrite an input"):
+        predict_cmd.main(["--model", str(ckpt), str(fixed), str(paths[1]), "-o", str(inside)], standalone_mode=False)
+    assert fixed.read_bytes() == paths[0].read_bytes()
+
+
+def test_train_config_errors_name_the_key(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "bad.yaml", {"folder": "data"}, learning_rate=0.1)
+    with pytest.raises(InputError, match=r"bad.yaml: invalid training configuration: learning_rate: Extra inputs"):
+        load_train_config(cfg)
+    cfg = write_config(tmp_path / "nodata.yaml", {"folder": "data"})
+    data = yaml.safe_load(cfg.read_text())
+    del data["data"]
+    cfg.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(train_cmd, [str(cfg)])
+    assert result.exit_code == 2 and "needs a `data` section" in result.output
+    cfg = write_config(tmp_path / "dice.yaml", {"folder": "data"}, loss={"dice": 1.0})
+    with pytest.raises(InputError, match="needs the list of `labels`"):
+        load_train_config(cfg)
+    cfg = write_config(tmp_path / "two.yaml", {"folder": "data", "csv": "x.csv"})
+    with pytest.raises(InputError, match="exactly one of `folder` and `csv`"):
+        load_train_config(cfg)
