@@ -1,0 +1,8 @@
+"""Loss modules (all minimised): image similarity and transform regularisers."""
+from .similarity import LNCC, MI, MINDSSC, MSE, NCC, NGF, NMI, SAD, SIMILARITY, PairLoss, make_similarity
+
+__all__ = [
+    "LNCC", "MI", "MINDSSC", "MSE", "NCC", "NGF", "NMI", "SAD", "SIMILARITY", "PairLoss", "make_similarity",
+]
+
+# ---- regularisers (losses/regularisers.py) ------------------------------------------------------
