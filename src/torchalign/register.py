@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import initialise
 from .config import RegistrationConfig, Stage
 from .errors import InputError
 from .functional.sampling import sample_affine, sample_world
-from .grid import Grid
+from .grid import Grid, apply_matrix
+from .deformable import build, make_regularisers, regularisation
 from .image import Image, normalize_intensity
 from .losses import make_similarity
 from .pyramid import level_grid, smooth_and_shrink
-from .transforms.base import SpatialTransform
+from .transforms.base import Compose, SpatialTransform
 from .transforms.linear import LinearTransform, MatrixTransform
 
 
@@ -114,20 +115,26 @@ def build_problem(fixed: Image, moving: Image, fixed_mask: Image | None, moving_
 
 
 def evaluate(problem: Problem, transform: SpatialTransform, similarity: Callable[..., Tensor],
-             regularisers: list[tuple[float, Callable[..., Tensor]]]) -> Tensor:
-    """Per-pair objective ``(B,)``: similarity over the overlap (and masks) plus weighted regularisers."""
-    if isinstance(transform, (LinearTransform, MatrixTransform)):
+             linear: Tensor | None = None, regularisers: Sequence[nn.Module] = ()) -> Tensor:
+    """Per-pair objective ``(B,)``: similarity over the overlap (and masks) plus weighted regularisers.
+
+    A linear stage passes its learnable ``transform`` alone (sampled through one folded matrix); a
+    deformable stage passes the deformable part and the fixed ``linear`` matrix applied after it.
+    """
+    reg = None
+    if linear is None:
         sampled = sample_affine(problem.moving, problem.moving_grid, transform.matrix(), problem.grid)
     else:
-        sampled = sample_world(problem.moving, problem.moving_grid, transform(problem.points), "linear", "zeros")
+        disp = transform.displacement(problem.grid)
+        q = apply_matrix(linear[0] if linear.shape[0] == 1 else linear, problem.points + disp.movedim(1, -1))
+        sampled = sample_world(problem.moving, problem.moving_grid, q, "linear", "zeros")
+        reg = regularisation(list(regularisers), disp, problem.grid)
     c = problem.fixed.shape[1]
     warped, weight = sampled[:, :c], sampled[:, c:]
     weight = weight.clamp(0.0, 1.0)  # linear interpolation of ones can overshoot 1 by rounding
     mask = weight if problem.fixed_mask is None else weight * problem.fixed_mask
     loss = similarity(problem.fixed, warped, mask)
-    for w, reg in regularisers:
-        loss = loss + w * reg(transform, problem.grid)
-    return loss
+    return loss if reg is None else loss + reg
 
 
 def _plateau(losses: list[float], window: int, tolerance: float) -> bool:
@@ -150,7 +157,7 @@ def make_optimizer(stage: Stage, params: list[Tensor], lr: float) -> torch.optim
 
 
 def optimise_level(problem: Problem, transform: SpatialTransform, stage: Stage, iterations: int, lr: float,
-                   similarity: Callable[..., Tensor], progress: bool, desc: str) -> list[float]:
+                   objective: Callable[[], Tensor], progress: bool, desc: str) -> list[float]:
     """Run one level's optimisation in place on ``transform``; return the loss history.
 
     The learning rate is annealed (cosine, to 5 %) over the level, and the parameters with the
@@ -166,7 +173,7 @@ def optimise_level(problem: Problem, transform: SpatialTransform, stage: Stage, 
 
     def closure() -> Tensor:
         opt.zero_grad(set_to_none=True)
-        loss = evaluate(problem, transform, similarity, []).sum()
+        loss = objective().sum()
         loss.backward()
         return loss
 
@@ -183,7 +190,8 @@ def optimise_level(problem: Problem, transform: SpatialTransform, stage: Stage, 
         bar.set_postfix(loss=f"{value:.5g}")
         if _plateau(losses, stage.window, stage.tolerance):
             break
-    final = float(evaluate(problem, transform, similarity, []).sum().detach())
+    with torch.no_grad():
+        final = float(objective().sum())
     if final > best[0]:
         with torch.no_grad():
             for p, b in zip(params, best[1]):
@@ -231,32 +239,49 @@ def register(fixed: Image, moving: Image, config: RegistrationConfig, *, fixed_m
         loss = make_similarity(config.stages[0].metric, **config.stages[0].metric_options)
         init = initial_matrix(config.init, f, m, fixed_mask, moving_mask, loss)
     center, radius = linear_center_radius(f.grid)
-    linear = torch.as_tensor(np.asarray(init, dtype=np.float64)).unsqueeze(0)
+    linear = torch.as_tensor(np.asarray(init, dtype=np.float64), device=dev).unsqueeze(0)
     transform: SpatialTransform = MatrixTransform(linear)
     records: list[StageRecord] = []
     for stage in config.stages:
         if stage.is_linear:
-            transform = LinearTransform(f.ndim, stage.transform, center=center, radius=radius, base=linear,
-                                        freeze=stage.freeze).to(dev)
+            model = LinearTransform(f.ndim, stage.transform, center=center, radius=radius, base=linear,
+                                    freeze=stage.freeze).to(dev)
+            record, _ = run_stage(f, m, fixed_mask, moving_mask, stage, progress, lambda grid, prev: model)
+            linear = model.matrix().detach()
+            transform = MatrixTransform(linear)
         else:
-            raise InputError(f"stage {stage.transform!r} is not available yet")
-        records.append(run_stage(f, m, fixed_mask, moving_mask, transform, stage, progress))
-        if stage.is_linear:
-            linear = transform.matrix().detach()
+            options = dict(stage.transform_options)
+            record, deform = run_stage(
+                f, m, fixed_mask, moving_mask, stage, progress,
+                lambda grid, prev: build(stage.transform, grid, options, prev).to(dev), linear)
+            transform = Compose(deform, MatrixTransform(linear))
+        records.append(record)
     return Result(transform, linear, np.asarray(init), records, time.perf_counter() - start)
 
 
-def run_stage(fixed: Image, moving: Image, fixed_mask: Image | None, moving_mask: Image | None,
-              transform: SpatialTransform, stage: Stage, progress: bool) -> StageRecord:
-    """All levels of one stage, coarse to fine."""
+def run_stage(fixed: Image, moving: Image, fixed_mask: Image | None, moving_mask: Image | None, stage: Stage,
+              progress: bool, make: Callable[[Grid, SpatialTransform | None], SpatialTransform],
+              linear: Tensor | None = None) -> tuple[StageRecord, SpatialTransform]:
+    """All levels of one stage, coarse to fine; ``make(level_grid, previous)`` gives each level's model.
+
+    ``linear`` is the fixed matrix applied after a deformable model (None for linear stages).
+    """
     similarity = make_similarity(stage.metric, **stage.metric_options)
+    regularisers = make_regularisers(stage.regularisers)
     record = StageRecord(stage.transform, stage.metric)
+    model: SpatialTransform | None = None
     for i, level in enumerate(stage.levels):
         t0 = time.perf_counter()
         problem = build_problem(fixed, moving, fixed_mask, moving_mask, level.shrink, level.sigma, stage.sigma_units)
+        model = make(problem.grid, model)
         desc = f"{stage.transform} L{i + 1}/{len(stage.levels)} {problem.grid.shape}"
-        lr = stage.lr * float(np.mean(problem.grid.spacing)) if stage.is_linear else stage.lr
-        losses = optimise_level(problem, transform, stage, level.iterations, lr, similarity, progress, desc)
+        lr = stage.lr * float(np.mean(problem.grid.spacing))
+
+        def objective(problem: Problem = problem, model: SpatialTransform = model) -> Tensor:
+            return evaluate(problem, model, similarity, linear, regularisers)
+
+        losses = optimise_level(problem, model, stage, level.iterations, lr, objective, progress, desc)
         record.levels.append(LevelRecord(level.shrink, level.sigma, len(losses), losses,
                                          time.perf_counter() - t0, problem.grid.shape))
-    return record
+    assert model is not None  # a stage has at least one level (validated)
+    return record, model

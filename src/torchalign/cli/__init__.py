@@ -13,8 +13,10 @@ import click
 from ..errors import TorchalignError
 from .apply import apply_cmd, apply_points_cmd
 from .demo import demo
+from .evaluate import evaluate_cmd
 from .info import info
 from .register import register_cmd
+from .report import report_cmd
 from .resample import resample_cmd
 
 
@@ -24,7 +26,7 @@ def cli() -> None:
     """Image registration on PyTorch, in world coordinates."""
 
 
-for _command in (info, resample_cmd, register_cmd, apply_cmd, apply_points_cmd, demo):
+for _command in (info, resample_cmd, register_cmd, apply_cmd, apply_points_cmd, evaluate_cmd, report_cmd, demo):
     cli.add_command(_command)
 
 

@@ -13,11 +13,13 @@ DATA = Path(__file__).resolve().parents[1] / "data"
               help="Output folder.")
 @click.option("--preset", default="affine", show_default=True, help="Preset to run on the sample pair.")
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 @click.pass_context
-def demo(ctx: click.Context, outdir: str, preset: str, device: str) -> None:
-    """Register the bundled Colin27 -> MNI152 sample (2 mm) and write outputs and a report to OUTDIR."""
+def demo(ctx: click.Context, outdir: str, preset: str, device: str, progress: bool) -> None:
+    """Register the bundled Colin27 -> MNI152 sample (2 mm); write outputs and report.html to OUTDIR."""
     from .register import register_cmd
 
     fixed, moving = DATA / "sample_fixed.nii.gz", DATA / "sample_moving.nii.gz"
     click.echo(f"fixed:  {fixed}\nmoving: {moving}")
-    ctx.invoke(register_cmd, fixed=str(fixed), moving=str(moving), outdir=outdir, preset=preset, device=device)
+    ctx.invoke(register_cmd, fixed=str(fixed), moving=str(moving), outdir=outdir, preset=preset, device=device,
+               do_report=True, progress=progress)

@@ -7,7 +7,9 @@ import click
 
 from ..config import preset_names, resolve_config
 from ..io import read_image
-from ..outputs import write_registration
+from ..io.points import SPACES, read_points
+from ..metrics.evaluate import parse_labels, read_labels_file
+from ..outputs import write_evaluation, write_registration
 from ..register import register
 from .options import nan_to_option
 
@@ -16,7 +18,7 @@ from .options import nan_to_option
 @click.argument("fixed", type=click.Path())
 @click.argument("moving", type=click.Path())
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(), help="Output folder.")
-@click.option("--preset", default=None, help=f"Named pipeline: {', '.join(preset_names())}.")
+@click.option("--preset", default=None, help=f"Named pipeline: {', '.join(preset_names())} (default affine).")
 @click.option("--metric", default=None, help="Similarity for every stage: mse, sad, ncc, lncc, mi, nmi, ngf, mind.")
 @click.option("--fixed-mask", type=click.Path(), default=None, help="Mask on the fixed grid (non-zero = use).")
 @click.option("--moving-mask", type=click.Path(), default=None, help="Mask on the moving grid.")
@@ -25,20 +27,57 @@ from .options import nan_to_option
 @click.option("--config", "config_file", type=click.Path(), default=None, help="YAML config (validated).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
 @click.option("--seed", type=int, default=None, help="Random seed (default: the config's, 0).")
+@click.option("--fixed-labels", type=click.Path(), default=None, help="Label map on the fixed grid (evaluation).")
+@click.option("--moving-labels", type=click.Path(), default=None,
+              help="Label map of the moving image: warped (label-wise) and evaluated.")
+@click.option("--labels", "labels_text", default=None, metavar="IDS", help="Label ids to evaluate, e.g. 2,3,4.")
+@click.option("--labels-file", type=click.Path(), default=None, help="File of label ids to evaluate.")
+@click.option("--fixed-points", type=click.Path(), default=None, help="Landmarks in the fixed image (TRE).")
+@click.option("--moving-points", type=click.Path(), default=None, help="Corresponding moving landmarks.")
+@click.option("--points-space", type=click.Choice(SPACES), default=None,
+              help="Coordinates of the point files when they do not declare it.")
+@click.option("--evaluate", "do_evaluate", is_flag=True, help="Write metrics.json (implied by labels or points).")
+@click.option("--report", "do_report", is_flag=True, help="Write the HTML QC report OUTDIR/report.html.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 @nan_to_option
 def register_cmd(fixed: str, moving: str, outdir: str, preset: str | None, metric: str | None,
                  fixed_mask: str | None, moving_mask: str | None, init: str | None, config_file: str | None,
-                 device: str, seed: int | None, progress: bool, nan_to: float | None) -> None:
-    """Register MOVING to FIXED; write warped.nii.gz, transform.txt (ITK) and result.json to OUTDIR."""
+                 device: str, seed: int | None, fixed_labels: str | None, moving_labels: str | None,
+                 labels_text: str | None, labels_file: str | None, fixed_points: str | None,
+                 moving_points: str | None, points_space: str | None, do_evaluate: bool, do_report: bool,
+                 progress: bool, nan_to: float | None) -> None:
+    """Register MOVING to FIXED; write warped.nii.gz, transform.txt (ITK), result.json (and, for
+    deformable presets, warp.nii.gz, inverse_warp.nii.gz, jacobian.nii.gz) to OUTDIR."""
     if preset is None and config_file is None:
         preset = "affine"
+    if (fixed_labels is None) != (moving_labels is None):
+        raise click.UsageError("give both --fixed-labels and --moving-labels, or neither")
+    if (fixed_points is None) != (moving_points is None):
+        raise click.UsageError("give both --fixed-points and --moving-points, or neither")
     config = resolve_config(preset, config_file, {"init": init, "seed": seed, "metric": metric})
+    # Read and validate every input before any work, so bad input leaves no partial output.
     f = read_image(fixed, nan_to=nan_to)
     m = read_image(moving, nan_to=nan_to)
     fm = read_image(fixed_mask) if fixed_mask else None
     mm = read_image(moving_mask) if moving_mask else None
+    fl = read_image(fixed_labels) if fixed_labels else None
+    ml = read_image(moving_labels) if moving_labels else None
+    labels = parse_labels(labels_text) if labels_text else read_labels_file(labels_file) if labels_file else None
+    fp = read_points(fixed_points, space=points_space, grid=f.grid) if fixed_points else None
+    mp = read_points(moving_points, space=points_space, grid=m.grid) if moving_points else None
     result = register(f, m, config, fixed_mask=fm, moving_mask=mm, device=device, progress=progress)
-    inputs = [p for p in (fixed, moving, fixed_mask, moving_mask, config_file) if p]
-    paths = write_registration(Path(outdir), f, m, result, config, inputs)
-    click.echo(f"registered in {result.seconds:.1f} s; wrote " + ", ".join(str(p) for p in paths.values()))
+    inputs = [p for p in (fixed, moving, fixed_mask, moving_mask, config_file, fixed_labels, moving_labels,
+                          fixed_points, moving_points) if p]
+    out = Path(outdir)
+    extra = {"labels": {"fixed_labels": str(Path(fixed_labels).resolve()), "warped_labels": "warped_labels.nii.gz"}} \
+        if fixed_labels else {}
+    paths = write_registration(out, f, m, result, config, inputs, extra)
+    if do_evaluate or fl is not None or fp is not None:
+        paths.update(write_evaluation(out, f, result, inputs, fixed_labels=fl, moving_labels=ml, labels=labels,
+                                      fixed_points=fp, moving_points=mp))
+    if do_report:
+        from ..report import build_report
+
+        paths["report"] = build_report(out)
+    click.echo(f"registered in {result.seconds:.1f} s; wrote " + ", ".join(p.name for p in paths.values())
+               + f" to {out}")
