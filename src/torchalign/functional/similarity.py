@@ -17,15 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-from torch.utils.checkpoint import checkpoint
 
 from ..errors import InputError
 from .filters import _box_sum, _check_image, _radii, _window_counts, box_filter, spatial_gradient
 
 Kernel = Literal["bspline", "gaussian"]
 KERNELS = ("bspline", "gaussian")
-# Voxels (times batch and channels) per joint-histogram chunk: ~200 MB of float32 temporaries.
-_HISTOGRAM_CHUNK = 1 << 20
+_WINDOW = {"bspline": 4, "gaussian": 6}  # bins each Parzen window touches
+# Voxels (times batch and channels) per joint-histogram chunk: ~100 MB of temporaries in float32.
+_HISTOGRAM_CHUNK = 1 << 19
 
 
 # ---- shared checks and reductions --------------------------------------------------------------
@@ -279,68 +279,100 @@ def _unit_range(x: Tensor, mask: Tensor | None) -> Tensor:
     return ((x - lo) * scale).clamp(0.0, 1.0)
 
 
-def _parzen(t: Tensor, bins: int, kernel: Kernel) -> tuple[Tensor, Tensor]:
-    """Parzen window of intensities ``t`` in ``[0, 1]``: first bin ``(...)`` and weights ``(..., K)``.
+def _parzen(t: Tensor, bins: int, kernel: Kernel, derivative: bool = False
+            ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Parzen window of intensities ``t`` in ``[0, 1]`` (no autograd).
 
-    ``bspline``: cubic B-spline (Mattes et al. 2003), ``t`` mapped to ``[1, bins - 2]`` so the
-    support (``K = 4`` bins) stays inside; the weights sum to 1. ``gaussian``: bin centres at
-    ``t = k / (bins - 1)``, standard deviation half a bin (as DeepReg and MONAI), the ``K = 6``
-    nearest bins (those further away weigh < 2e-8 of the peak), normalised to sum 1.
+    Returns the first bin ``(...)`` (long), the weights ``(..., K)`` of bins ``first .. first+K-1``
+    and, if asked, their derivatives with respect to ``t``. ``bspline``: cubic B-spline (Mattes et
+    al. 2003), ``t`` mapped to ``[1, bins - 2]`` so the support (``K = 4``) stays inside; the weights
+    sum to 1. ``gaussian``: bin centres at ``t = k / (bins - 1)``, standard deviation half a bin
+    (as DeepReg and MONAI), the ``K = 6`` nearest bins (the others weigh < 2e-8 of the peak),
+    normalised to sum 1.
     """
     if kernel == "gaussian":
         u = t * (bins - 1)
-        first = (u.detach().floor() - 2).clamp(0, bins - 6)
-        d = u.unsqueeze(-1) - (first.unsqueeze(-1) + torch.arange(6, dtype=t.dtype, device=t.device))
+        first = (u.floor() - 2).clamp_(0, bins - 6)
+        d = (u - first).unsqueeze(-1) - torch.arange(6, dtype=t.dtype, device=t.device)
         w = torch.exp(-2.0 * d * d)  # sigma = 0.5 bin
-        return first.long(), w / w.sum(-1, keepdim=True)
+        w /= w.sum(-1, keepdim=True)
+        dw = None
+        if derivative:  # d/du of e_k / sum(e) with de_k/du = -4 d_k e_k
+            dw = w * (d - (w * d).sum(-1, keepdim=True)) * (-4.0 * (bins - 1))
+        return first.long(), w, dw
     u = 1.0 + t * (bins - 3)
-    first = u.detach().floor().clamp(1, bins - 3)
+    first = u.floor().clamp_(1, bins - 3)
     s = u - first  # in [0, 1]; weights of bins first-1 .. first+2
-    s2, s3 = s * s, s * s * s
-    w = torch.stack([(1 - s) ** 3, 3 * s3 - 6 * s2 + 4, -3 * s3 + 3 * s2 + 3 * s + 1, s3], dim=-1) / 6.0
-    return first.long() - 1, w
+    s2 = s * s
+    r = 1.0 - s
+    w0, w1, w3 = r * r * r / 6.0, s2 * (0.5 * s - 1.0) + 2.0 / 3.0, s2 * s / 6.0
+    w = torch.stack([w0, w1, 1.0 - w0 - w1 - w3, w3], dim=-1)
+    dw = None
+    if derivative:
+        d0, d1, d3 = -0.5 * r * r, s * (1.5 * s - 2.0), 0.5 * s2
+        dw = torch.stack([d0, d1, -(d0 + d1 + d3), d3], dim=-1) * (bins - 3)
+    return first.long() - 1, w, dw
 
 
-def _histogram_chunk(tf: Tensor, tw: Tensor, weight: Tensor | None, bins: int, kernel: Kernel) -> Tensor:
-    """Unnormalised joint histogram ``(B, C, bins, bins)`` of one chunk of voxels ``(B, C, n)``.
+class _JointHistogram(torch.autograd.Function):
+    """Unnormalised Parzen joint histogram ``(B, C, bins, bins)`` of ``(B, C, N)`` intensities.
 
-    Each voxel adds the ``K x K`` outer product of its two Parzen windows at its two first bins:
-    one ``index_add`` of the ``K^2`` products at the pair's first-bin index, then ``F.fold`` sums
-    the ``K x K`` patches into place.
+    Each voxel adds the outer product of its two ``K``-bin windows (times its mask weight) at its
+    pair of first bins. Voxels go in chunks and nothing per voxel is kept: the backward pass
+    recomputes the windows, gathers the ``K x K`` block of ``dL/dP`` each voxel touched and applies
+    the windows' analytic derivatives. The mask receives no gradient.
     """
-    b, c, _ = tf.shape
-    first_f, w_f = _parzen(tf, bins, kernel)
-    first_w, w_w = _parzen(tw, bins, kernel)
-    k = w_f.shape[-1]
-    if weight is not None:
-        w_w = w_w * weight.unsqueeze(-1)
-    products = (w_f.unsqueeze(-1) * w_w.unsqueeze(-2)).reshape(-1, k * k)
-    pair = torch.arange(b * c, device=tf.device).view(b, c, 1) * (bins * bins)
-    index = (pair + first_f * bins + first_w).flatten()
-    patches = torch.zeros(b * c * bins * bins, k * k, dtype=tf.dtype, device=tf.device).index_add(0, index, products)
-    patches = patches.view(b * c, bins * bins, k * k).transpose(1, 2)
-    joint = F.fold(patches, (bins + k - 1, bins + k - 1), k)  # (b c, 1, bins + k - 1, bins + k - 1)
-    return joint.view(b, c, bins + k - 1, bins + k - 1)[..., :bins, :bins]  # first bins are <= bins - K
+
+    @staticmethod
+    def forward(ctx, tf: Tensor, tw: Tensor, weight: Tensor | None, bins: int,
+                kernel: Kernel) -> Tensor:  # type: ignore[override]
+        b, c, n = tf.shape
+        k = _WINDOW[kernel]
+        rows = tf.new_zeros(b * c * bins * bins, k * k)  # (pair of first bins) x (K x K window products)
+        pair = torch.arange(b * c, device=tf.device).view(b, c, 1) * (bins * bins)
+        for part in _chunks(n, b * c):
+            first_f, w_f, _ = _parzen(tf[..., part], bins, kernel)
+            first_w, w_w, _ = _parzen(tw[..., part], bins, kernel)
+            if weight is not None:
+                w_w *= weight[..., part].unsqueeze(-1)
+            index = (pair + first_f * bins + first_w).flatten()
+            rows.index_put_((index,), (w_f.unsqueeze(-1) * w_w.unsqueeze(-2)).reshape(-1, k * k), accumulate=True)
+        patches = rows.view(b * c, bins * bins, k * k).transpose(1, 2)
+        joint = F.fold(patches, (bins + k - 1, bins + k - 1), k)  # adds each K x K block at its first bins
+        joint = joint.view(b, c, bins + k - 1, bins + k - 1)[..., :bins, :bins]  # first bins <= bins - K
+        ctx.save_for_backward(tf, tw, weight)
+        ctx.bins, ctx.kernel = bins, kernel
+        return joint.contiguous()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        tf, tw, weight = ctx.saved_tensors
+        bins, kernel = ctx.bins, ctx.kernel
+        need_f, need_w = ctx.needs_input_grad[:2]
+        b, c, n = tf.shape
+        k = _WINDOW[kernel]
+        blocks = grad.unfold(-2, k, 1).unfold(-2, k, 1).reshape(-1, k, k)  # block at each pair of first bins
+        pair = torch.arange(b * c, device=tf.device).view(b, c, 1) * (bins - k + 1) ** 2
+        grad_f = torch.empty_like(tf) if need_f else None
+        grad_w = torch.empty_like(tw) if need_w else None
+        for part in _chunks(n, b * c):
+            first_f, w_f, d_f = _parzen(tf[..., part], bins, kernel, need_f)
+            first_w, w_w, d_w = _parzen(tw[..., part], bins, kernel, need_w)
+            g = blocks.index_select(0, (pair + first_f * (bins - k + 1) + first_w).flatten()).view(*w_f.shape, k)
+            if weight is not None:
+                g *= weight[..., part].unsqueeze(-1).unsqueeze(-1)
+            if need_f:
+                grad_f[..., part] = ((g * w_w.unsqueeze(-2)).sum(-1) * d_f).sum(-1)
+            if need_w:
+                grad_w[..., part] = ((g * w_f.unsqueeze(-1)).sum(-2) * d_w).sum(-1)
+        return grad_f, grad_w, None, None, None
 
 
-def _joint_histogram(tf: Tensor, tw: Tensor, weight: Tensor | None, bins: int, kernel: Kernel) -> Tensor:
-    """Normalised Parzen joint histogram ``(B, C, bins, bins)`` of ``(B, C, N)`` intensities in [0, 1].
-
-    Voxels are processed in chunks; under autograd each chunk is recomputed in the backward pass
-    (``torch.utils.checkpoint``), so memory stays at one chunk's temporaries.
-    """
-    b, c, n = tf.shape
-    step = max(1, _HISTOGRAM_CHUNK // (b * c))
-    recompute = torch.is_grad_enabled() and (tf.requires_grad or tw.requires_grad)
-    total = tf.new_zeros(b, c, bins, bins)
-    for start in range(0, n, step):
-        part = (tf[..., start:start + step], tw[..., start:start + step],
-                None if weight is None else weight[..., start:start + step])
-        if recompute:
-            total = total + checkpoint(_histogram_chunk, *part, bins, kernel, use_reentrant=False)
-        else:
-            total = total + _histogram_chunk(*part, bins, kernel)
-    return total / total.sum(dim=(-1, -2), keepdim=True)
+def _chunks(n: int, rows: int) -> list[slice]:
+    """Slices of ``n`` voxels, ``_HISTOGRAM_CHUNK / rows`` at a time."""
+    step = max(1, _HISTOGRAM_CHUNK // rows)
+    return [slice(start, start + step) for start in range(0, n, step)]
 
 
 def _entropy(p: Tensor, dims: tuple[int, ...]) -> Tensor:
@@ -371,7 +403,8 @@ def _entropies(fixed: Tensor, warped: Tensor, mask: Tensor | None, bins: int, ke
                 flat_mask = flat_mask[..., chosen]
                 if flat_mask.sum(-1).min().item() <= 0:
                     raise InputError("mask is empty at the sampled voxels for at least one pair; raise samples")
-    p = _joint_histogram(tf, tw, flat_mask, bins, kernel)
+    joint = _JointHistogram.apply(tf, tw, flat_mask, bins, kernel)
+    p = joint / joint.sum(dim=(-1, -2), keepdim=True)
     return _entropy(p.sum(-1), (-1,)), _entropy(p.sum(-2), (-1,)), _entropy(p, (-1, -2))
 
 
