@@ -22,15 +22,16 @@ def strided_grid(grid: Grid, stride: int | Sequence[int]) -> Grid:
 
 def on_grid(points: Tensor, grid: Grid, atol: float = 1e-4) -> bool:
     """Whether ``points (B, *S, D)`` are the voxel centres of ``grid`` to within ``atol`` mm."""
-    if points.ndim != grid.ndim + 2 or tuple(points.shape[1:-1]) != grid.shape or points.shape[-1] != grid.ndim:
+    d = grid.ndim
+    if points.ndim != d + 2 or tuple(points.shape[1:-1]) != grid.shape or points.shape[-1] != d:
         return False
-    corners = grid.voxel_to_world(torch.tensor([[0.0] * grid.ndim, [n - 1.0 for n in grid.shape]],
-                                               dtype=torch.float64)).to(points.device, points.dtype)
-    flat = points.detach().reshape(points.shape[0], -1, grid.ndim)
-    if not bool(((flat[:, [0, -1]] - corners).abs() <= atol).all()):  # cheap rejection first
-        return False
-    reference = grid.points(dtype=points.dtype, device=points.device)
-    return bool(((points.detach() - reference).abs() <= atol).all())
+    m = torch.tensor(grid.world_from_voxel, dtype=points.dtype, device=points.device)
+    # points - origin - sum_k index_k * column_k, one broadcast subtraction per axis (no matmul)
+    diff = points.detach() - m[:d, d]
+    for k, n in enumerate(grid.shape):
+        steps = torch.arange(n, dtype=points.dtype, device=points.device)[:, None] * m[:d, k]
+        diff.sub_(steps.reshape(*[1] * k, n, *[1] * (d - 1 - k), d))
+    return float(diff.abs_().amax()) <= atol
 
 
 def grid_fast_path(points: Tensor, grid: Grid) -> bool:
