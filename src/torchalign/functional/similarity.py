@@ -328,7 +328,9 @@ class _JointHistogram(torch.autograd.Function):
                 kernel: Kernel) -> Tensor:  # type: ignore[override]
         b, c, n = tf.shape
         k = _WINDOW[kernel]
-        rows = tf.new_zeros(b * c * bins * bins, k * k)  # (pair of first bins) x (K x K window products)
+        # (pair of first bins) x (K x K window products), accumulated in float64: in float32, adding
+        # millions of values < 1 to one bin (e.g. the background's) rounds most of them away
+        rows = tf.new_zeros(b * c * bins * bins, k * k, dtype=torch.float64)
         pair = torch.arange(b * c, device=tf.device).view(b, c, 1) * (bins * bins)
         for part in _chunks(n, b * c):
             first_f, w_f, _ = _parzen(tf[..., part], bins, kernel)
@@ -336,13 +338,14 @@ class _JointHistogram(torch.autograd.Function):
             if weight is not None:
                 w_w *= weight[..., part].unsqueeze(-1)
             index = (pair + first_f * bins + first_w).flatten()
-            rows.index_put_((index,), (w_f.unsqueeze(-1) * w_w.unsqueeze(-2)).reshape(-1, k * k), accumulate=True)
+            products = (w_f.unsqueeze(-1) * w_w.unsqueeze(-2)).reshape(-1, k * k)
+            rows.index_put_((index,), products.to(torch.float64), accumulate=True)
         patches = rows.view(b * c, bins * bins, k * k).transpose(1, 2)
         joint = F.fold(patches, (bins + k - 1, bins + k - 1), k)  # adds each K x K block at its first bins
         joint = joint.view(b, c, bins + k - 1, bins + k - 1)[..., :bins, :bins]  # first bins <= bins - K
         ctx.save_for_backward(tf, tw, weight)
         ctx.bins, ctx.kernel = bins, kernel
-        return joint.contiguous()
+        return joint.to(tf.dtype)
 
     @staticmethod
     @once_differentiable
