@@ -88,6 +88,12 @@ def test_box_filter_gradcheck(rng):
     assert torch.autograd.gradgradcheck(lambda t: box_filter(t, 1), (x[..., :2, :2, :3],))
 
 
+def test_per_axis_parameters_accept_arrays(rng):
+    x = torch.from_numpy(rng.standard_normal((1, 1, 6, 5, 4)))
+    torch.testing.assert_close(box_filter(x, np.array([1, 2, 0])), box_filter(x, (1, 2, 0)))
+    torch.testing.assert_close(gaussian_smooth(x, [1.5]), gaussian_smooth(x, 1.5))
+
+
 def test_box_filter_zero_radius_is_identity(rng):
     x = torch.from_numpy(rng.standard_normal((1, 1, 4, 5)))
     assert box_filter(x, 0) is x
@@ -143,6 +149,7 @@ def test_downsample_removes_aliasing(rng):
     (lambda: gaussian_smooth(torch.zeros(1, 1, 4, 4), (1.0, 1.0, 1.0)), "sigma"),
     (lambda: box_filter(torch.zeros(1, 1, 4, 4), -1), "radius"),
     (lambda: box_filter(torch.zeros(1, 1, 4, 4), 1.5), "radius"),
+    (lambda: box_filter(torch.zeros(1, 1, 4, 4), "two"), "radius"),
     (lambda: spatial_gradient(torch.zeros(1, 1, 4, 4), (1.0, 0.0)), "spacing"),
     (lambda: downsample(torch.zeros(1, 1, 4, 4), 0.5), "factor"),
 ])

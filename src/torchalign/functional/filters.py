@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -36,8 +37,12 @@ def _check_image(x: Tensor, name: str = "x") -> int:
 
 
 def _per_axis(value: float | Sequence[float], ndim: int, name: str) -> tuple[float, ...]:
-    """Broadcast a scalar or a length-``ndim`` sequence to a tuple of ``ndim`` floats."""
-    values = tuple(float(v) for v in value) if isinstance(value, Sequence) else (float(value),) * ndim
+    """Broadcast a number or ``ndim`` numbers (list, tuple, array) to a tuple of ``ndim`` floats."""
+    try:
+        values = tuple(np.asarray(value, dtype=np.float64).ravel().tolist())
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number or {ndim} numbers, got {value!r}") from None
+    values = values * ndim if len(values) == 1 else values
     if len(values) != ndim:
         raise InputError(f"{name} needs 1 or {ndim} values, got {len(values)}")
     if not all(math.isfinite(v) for v in values):

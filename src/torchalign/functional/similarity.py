@@ -157,8 +157,8 @@ class _LNCC(torch.autograd.Function):
     """Mask-weighted mean local correlation per ``(b, c)`` -> ``(B, C)``, with an analytic backward.
 
     Same maths as ``_local_ncc`` followed by the weighted mean, but in place on one-channel
-    buffers: 5 box sums forward, 3 backward per differentiated image (autograd needs 5 and keeps
-    ~4x the memory). With moments ``mu = A z`` where ``A z = S(m z) / S(m)`` (``S`` the symmetric
+    buffers: 5 box sums forward, 3 backward per differentiated image (autograd through
+    ``_local_ncc`` needs 5 and, at 160x192x224, ~2.5x the memory). With moments ``mu = A z`` where ``A z = S(m z) / S(m)`` (``S`` the symmetric
     window sum), ``A^T g = m S(g / S(m))``, so for ``c = c(mu_f, mu_w, E[f^2], E[w^2], E[fw])``:
     ``dL/dw = m (f S(q_fw) + 2 w S(q_ww) + S(q_w))`` with ``q_k = m dL/dc dc/dk / S(m)``.
     The mask receives no gradient; the standardisation statistics are constants (as in
