@@ -21,7 +21,7 @@ from .io.images import write_image
 from .io.transforms import write_displacement, write_linear
 from .register import Result
 from .resample import resample
-from .transforms.linear import MatrixTransform
+from .transforms.linear import LinearTransform, MatrixTransform
 
 
 def write_json(data: Any, path: Path, inputs: Sequence[str | Path] = ()) -> Path:
@@ -70,7 +70,7 @@ def result_document(result: Result, config: RegistrationConfig, fixed: str, movi
 
 
 def is_deformable(result: Result) -> bool:
-    return not isinstance(result.transform, MatrixTransform)
+    return not isinstance(result.transform, (MatrixTransform, LinearTransform))
 
 
 def write_registration(outdir: Path, fixed: Image, moving: Image, result: Result, config: RegistrationConfig,
@@ -102,7 +102,7 @@ def write_registration(outdir: Path, fixed: Image, moving: Image, result: Result
             write_displacement(field.cpu(), fixed.grid, paths["warp"], inputs=inputs)
             det = jacobian_det(field, fixed.grid)
             write_image(Image(det.unsqueeze(1).cpu(), fixed.grid), paths["jacobian"], dtype=np.float32, inputs=inputs)
-            inverse = transform.inverse().displacement(moving.grid)
+            inverse = result.inverse.to(device).displacement(moving.grid)
             write_displacement(inverse.cpu(), moving.grid, paths["inverse_warp"], inputs=inputs)
     doc = result_document(result, config, str(inputs[0]), str(inputs[1]), extra)
     doc["outputs"] = {k: p.name for k, p in paths.items()}

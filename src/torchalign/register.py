@@ -25,6 +25,7 @@ from .image import Image, normalize_intensity
 from .losses import make_similarity
 from .pyramid import level_grid, smooth_and_shrink
 from .transforms.base import Compose, SpatialTransform
+from .transforms.chain import FieldTransform
 from .transforms.linear import LinearTransform, MatrixTransform
 
 
@@ -50,6 +51,7 @@ class Result:
     """Outcome of :func:`register`: the fixed->moving transform, its linear part and the history."""
 
     transform: SpatialTransform
+    inverse: SpatialTransform  # moving -> fixed (exact where the model allows)
     linear: Tensor  # (B, D+1, D+1) float64 world matrix moving_from_fixed of the linear stages
     init: np.ndarray
     stages: list[StageRecord]
@@ -254,9 +256,18 @@ def register(fixed: Image, moving: Image, config: RegistrationConfig, *, fixed_m
             record, deform = run_stage(
                 f, m, fixed_mask, moving_mask, stage, progress,
                 lambda grid, prev: build(stage.transform, grid, options, prev).to(dev), linear)
-            transform = Compose(deform, MatrixTransform(linear))
+            transform = Compose(freeze(deform, f.grid), MatrixTransform(linear))
+            inverse = Compose(MatrixTransform(torch.linalg.inv(linear)), freeze(deform.inverse(), f.grid))
         records.append(record)
-    return Result(transform, linear, np.asarray(init), records, time.perf_counter() - start)
+    if not isinstance(transform, Compose):
+        inverse = transform.inverse()
+    return Result(transform, inverse, linear, np.asarray(init), records, time.perf_counter() - start)
+
+
+def freeze(transform: SpatialTransform, grid: Grid) -> FieldTransform:
+    """The transform's displacement on ``grid``, computed once (velocity models are not re-integrated)."""
+    with torch.no_grad():
+        return FieldTransform(transform.displacement(grid).detach(), grid)
 
 
 def run_stage(fixed: Image, moving: Image, fixed_mask: Image | None, moving_mask: Image | None, stage: Stage,
@@ -272,6 +283,11 @@ def run_stage(fixed: Image, moving: Image, fixed_mask: Image | None, moving_mask
     model: SpatialTransform | None = None
     for i, level in enumerate(stage.levels):
         t0 = time.perf_counter()
+        if level.iterations == 0:  # only carry the model onto this level's (finer) grid
+            grid = level_grid(fixed.grid, fixed.grid.spacing * level.shrink)
+            model = make(grid, model)
+            record.levels.append(LevelRecord(level.shrink, level.sigma, 0, [], time.perf_counter() - t0, grid.shape))
+            continue
         problem = build_problem(fixed, moving, fixed_mask, moving_mask, level.shrink, level.sigma, stage.sigma_units)
         model = make(problem.grid, model)
         desc = f"{stage.transform} L{i + 1}/{len(stage.levels)} {problem.grid.shape}"
