@@ -158,11 +158,12 @@ class _LNCC(torch.autograd.Function):
 
     Same maths as ``_local_ncc`` followed by the weighted mean, but in place on one-channel
     buffers: 5 box sums forward, 3 backward per differentiated image (autograd through
-    ``_local_ncc`` needs 5 and, at 160x192x224, ~2.5x the memory). With moments ``mu = A z`` where ``A z = S(m z) / S(m)`` (``S`` the symmetric
-    window sum), ``A^T g = m S(g / S(m))``, so for ``c = c(mu_f, mu_w, E[f^2], E[w^2], E[fw])``:
-    ``dL/dw = m (f S(q_fw) + 2 w S(q_ww) + S(q_w))`` with ``q_k = m dL/dc dc/dk / S(m)``.
-    The mask receives no gradient; the standardisation statistics are constants (as in
-    ``_standardise``).
+    ``_local_ncc`` needs 5 and, at 160x192x224, ~2.5x the memory). The moments are
+    ``mu[z] = A z`` with ``A z = S(m z) / S(m)`` (``S`` the symmetric window sum), whose adjoint
+    is ``A^T g = m S(g / S(m))``. With ``q_k = m (dL/dc) (dc/dk) / S(m)`` for ``k`` in
+    ``cov, var_w, mu_w``: ``dL/dw = m (f S(q_cov) + 2 w S(q_var_w) + S(q_mu_w))``, and likewise
+    for ``f``. The mask receives no gradient; the standardisation statistics are constants (as
+    in ``_standardise``).
     """
 
     @staticmethod
