@@ -158,7 +158,7 @@ def make_optimizer(stage: Stage, params: list[Tensor], lr: float) -> torch.optim
     return opt_cls(params, lr=lr, **options)
 
 
-def optimise_level(problem: Problem, transform: SpatialTransform, stage: Stage, iterations: int, lr: float,
+def optimise_level(transform: SpatialTransform, stage: Stage, iterations: int, lr: float,
                    objective: Callable[[], Tensor], progress: bool, desc: str) -> list[float]:
     """Run one level's optimisation in place on ``transform``; return the loss history.
 
@@ -296,7 +296,7 @@ def run_stage(fixed: Image, moving: Image, fixed_mask: Image | None, moving_mask
         def objective(problem: Problem = problem, model: SpatialTransform = model) -> Tensor:
             return evaluate(problem, model, similarity, linear, regularisers)
 
-        losses = optimise_level(problem, model, stage, level.iterations, lr, objective, progress, desc)
+        losses = optimise_level(model, stage, level.iterations, lr, objective, progress, desc)
         record.levels.append(LevelRecord(level.shrink, level.sigma, len(losses), losses,
                                          time.perf_counter() - t0, problem.grid.shape))
     assert model is not None  # a stage has at least one level (validated)
