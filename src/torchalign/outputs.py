@@ -53,7 +53,7 @@ def versions() -> dict[str, str]:
 
 def result_document(result: Result, config: RegistrationConfig, fixed: str, moving: str,
                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The content of result.json (schema documented in docs/outputs.md)."""
+    """The content of result.json (see docs/outputs.md)."""
     stages = [{"transform": s.transform, "metric": s.metric,
                "levels": [{"shrink": lv.shrink, "sigma": lv.sigma, "iterations": lv.iterations,
                            "shape": list(lv.shape), "seconds": round(lv.seconds, 4), "losses": lv.losses}
