@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -229,17 +229,11 @@ def register(fixed: Image, moving: Image, config: RegistrationConfig, *, fixed_m
     ``init`` is a ``(D+1, D+1)`` RAS world matrix (moving_from_fixed) replacing ``config.init``.
     """
     start = time.perf_counter()
-    if fixed.ndim != moving.ndim:
-        raise InputError(f"fixed image is {fixed.ndim}-D but moving image is {moving.ndim}-D")
-    torch.manual_seed(config.seed)
-    dev = torch.device(device) if device is not None else fixed.device
-    fixed_mask = prepare_mask(None if fixed_mask is None else fixed_mask.to(dev), fixed, "fixed mask")
-    moving_mask = prepare_mask(None if moving_mask is None else moving_mask.to(dev), moving, "moving mask")
-    f = prepare(fixed.to(dev), "fixed image", config.normalize, fixed_mask)
-    m = prepare(moving.to(dev), "moving image", config.normalize, moving_mask)
-    if init is None:
-        loss = make_similarity(config.stages[0].metric, **config.stages[0].metric_options)
-        init = initial_matrix(config.init, f, m, fixed_mask, moving_mask, loss)
+    if init is not None:
+        config = config.model_copy(update={"init": "none"})
+    f, m, fixed_mask, moving_mask, computed = prepare_pair(fixed, moving, config, fixed_mask, moving_mask, device)
+    init = computed if init is None else np.asarray(init, dtype=np.float64)
+    dev = f.device
     center, radius = linear_center_radius(f.grid)
     linear = torch.as_tensor(np.asarray(init, dtype=np.float64), device=dev).unsqueeze(0)
     transform: SpatialTransform = MatrixTransform(linear)
@@ -262,6 +256,31 @@ def register(fixed: Image, moving: Image, config: RegistrationConfig, *, fixed_m
     if not isinstance(transform, Compose):
         inverse = transform.inverse()
     return Result(transform, inverse, linear, np.asarray(init), records, time.perf_counter() - start)
+
+
+class Prepared(NamedTuple):
+    """One pair ready to register: normalised images, binary masks and the initial matrix."""
+
+    fixed: Image
+    moving: Image
+    fixed_mask: Image | None
+    moving_mask: Image | None
+    init: np.ndarray
+
+
+def prepare_pair(fixed: Image, moving: Image, config: RegistrationConfig, fixed_mask: Image | None = None,
+                 moving_mask: Image | None = None, device: str | torch.device | None = None) -> Prepared:
+    """Check, normalise and move a pair to ``device``; compute the initial matrix named by ``config.init``."""
+    if fixed.ndim != moving.ndim:
+        raise InputError(f"fixed image is {fixed.ndim}-D but moving image is {moving.ndim}-D")
+    torch.manual_seed(config.seed)
+    dev = torch.device(device) if device is not None else fixed.device
+    fm = prepare_mask(None if fixed_mask is None else fixed_mask.to(dev), fixed, "fixed mask")
+    mm = prepare_mask(None if moving_mask is None else moving_mask.to(dev), moving, "moving mask")
+    f = prepare(fixed.to(dev), "fixed image", config.normalize, fm)
+    m = prepare(moving.to(dev), "moving image", config.normalize, mm)
+    loss = make_similarity(config.stages[0].metric, **config.stages[0].metric_options)
+    return Prepared(f, m, fm, mm, np.asarray(initial_matrix(config.init, f, m, fm, mm, loss), dtype=np.float64))
 
 
 def freeze(transform: SpatialTransform, grid: Grid) -> FieldTransform:
