@@ -238,18 +238,20 @@ def register(fixed: Image, moving: Image, config: RegistrationConfig, *, fixed_m
     linear = torch.as_tensor(np.asarray(init, dtype=np.float64), device=dev).unsqueeze(0)
     transform: SpatialTransform = MatrixTransform(linear)
     records: list[StageRecord] = []
+    problems: dict[tuple, Problem] = {}
     for stage in config.stages:
         if stage.is_linear:
             model = LinearTransform(f.ndim, stage.transform, center=center, radius=radius, base=linear,
                                     freeze=stage.freeze).to(dev)
-            record, _ = run_stage(f, m, fixed_mask, moving_mask, stage, progress, lambda grid, prev: model)
+            record, _ = run_stage(f, m, fixed_mask, moving_mask, stage, progress, lambda grid, prev: model,
+                                  problems=problems)
             linear = model.matrix().detach()
             transform = MatrixTransform(linear)
         else:
             options = dict(stage.transform_options)
             record, deform = run_stage(
                 f, m, fixed_mask, moving_mask, stage, progress,
-                lambda grid, prev: build(stage.transform, grid, options, prev).to(dev), linear)
+                lambda grid, prev: build(stage.transform, grid, options, prev).to(dev), linear, problems)
             transform = Compose(freeze(deform, f.grid), MatrixTransform(linear))
             inverse = Compose(MatrixTransform(torch.linalg.inv(linear)), freeze(deform.inverse(), f.grid))
         records.append(record)
@@ -291,11 +293,14 @@ def freeze(transform: SpatialTransform, grid: Grid) -> FieldTransform:
 
 def run_stage(fixed: Image, moving: Image, fixed_mask: Image | None, moving_mask: Image | None, stage: Stage,
               progress: bool, make: Callable[[Grid, SpatialTransform | None], SpatialTransform],
-              linear: Tensor | None = None) -> tuple[StageRecord, SpatialTransform]:
+              linear: Tensor | None = None, problems: dict[tuple, Problem] | None = None
+              ) -> tuple[StageRecord, SpatialTransform]:
     """All levels of one stage, coarse to fine; ``make(level_grid, previous)`` gives each level's model.
 
-    ``linear`` is the fixed matrix applied after a deformable model (None for linear stages).
+    ``linear`` is the fixed matrix applied after a deformable model (None for linear stages);
+    ``problems`` caches pyramid levels across the stages of one registration.
     """
+    problems = {} if problems is None else problems
     similarity = make_similarity(stage.metric, **stage.metric_options)
     regularisers = make_regularisers(stage.regularisers)
     record = StageRecord(stage.transform, stage.metric)
@@ -307,7 +312,10 @@ def run_stage(fixed: Image, moving: Image, fixed_mask: Image | None, moving_mask
             model = make(grid, model)
             record.levels.append(LevelRecord(level.shrink, level.sigma, 0, [], time.perf_counter() - t0, grid.shape))
             continue
-        problem = build_problem(fixed, moving, fixed_mask, moving_mask, level.shrink, level.sigma, stage.sigma_units)
+        key = (level.shrink, level.sigma, stage.sigma_units)
+        if key not in problems:
+            problems[key] = build_problem(fixed, moving, fixed_mask, moving_mask, *key)
+        problem = problems[key]
         model = make(problem.grid, model)
         desc = f"{stage.transform} L{i + 1}/{len(stage.levels)} {problem.grid.shape}"
         lr = stage.lr * float(np.mean(problem.grid.spacing))
