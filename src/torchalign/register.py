@@ -139,7 +139,8 @@ def evaluate(problem: Problem, transform: SpatialTransform, similarity: Callable
     return loss if reg is None else loss + reg
 
 
-def _plateau(losses: list[float], window: int, tolerance: float) -> bool:
+def plateau(losses: list[float], window: int, tolerance: float) -> bool:
+    """True when the loss improved less than ``tolerance`` (relative) over the last ``window`` steps."""
     if len(losses) < window:
         return False
     old, recent = losses[-window], min(losses[-window + 1:])
@@ -190,7 +191,7 @@ def optimise_level(transform: SpatialTransform, stage: Stage, iterations: int, l
         schedule.step()
         losses.append(value)
         bar.set_postfix(loss=f"{value:.5g}")
-        if _plateau(losses, stage.window, stage.tolerance):
+        if plateau(losses, stage.window, stage.tolerance):
             break
     with torch.no_grad():
         final = float(objective().sum())

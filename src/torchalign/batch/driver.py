@@ -31,11 +31,11 @@ from ..register import (
     Problem,
     Result,
     StageRecord,
-    _plateau,
     build_problem,
     evaluate,
     linear_center_radius,
     make_optimizer,
+    plateau,
 )
 from ..transforms.base import SpatialTransform
 from ..transforms.linear import LinearTransform, MatrixTransform
@@ -147,7 +147,7 @@ def optimise_batch(model: LinearTransform, stage: Stage, iterations: int, lr: fl
                     for b, p0 in zip(best, before):
                         b[i] = p0[i]
                 histories[i].append(values[i])
-                if _plateau(histories[i], stage.window, stage.tolerance):
+                if plateau(histories[i], stage.window, stage.tolerance):
                     active[i] = False
                     for k, p in zip(kept, params):
                         k[i] = p[i]

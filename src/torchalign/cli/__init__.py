@@ -12,6 +12,7 @@ import click
 
 from ..errors import TorchalignError
 from .apply import apply_cmd, apply_points_cmd
+from .batch import batch_cmd
 from .demo import demo
 from .evaluate import evaluate_cmd
 from .info import info
@@ -26,7 +27,8 @@ def cli() -> None:
     """Image registration on PyTorch, in world coordinates."""
 
 
-for _command in (info, resample_cmd, register_cmd, apply_cmd, apply_points_cmd, evaluate_cmd, report_cmd, demo):
+for _command in (info, resample_cmd, register_cmd, apply_cmd, apply_points_cmd, evaluate_cmd, report_cmd,
+                 batch_cmd, demo):
     cli.add_command(_command)
 
 
