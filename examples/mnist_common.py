@@ -86,13 +86,14 @@ def run(args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:
 
 def figure(model: torch.nn.Module, test: PairDataset, path: Path, title: str, n: int = 6) -> None:
     """Rows: fixed, moving, warped, |fixed - warped| and the deformed grid for ``n`` test pairs."""
+    n = min(n, len(test))
     batch = collate([test[i] for i in range(n)])
     with torch.no_grad():
         transform = model(batch.fixed, batch.moving, batch.grid)
         disp = transform.displacement(batch.grid)
         warped = warp(batch.moving, batch.grid, transform, disp)
     fig = Figure(figsize=(1.6 * n, 8.4))
-    axes = fig.subplots(5, n)
+    axes = fig.subplots(5, n, squeeze=False)
     names = ["fixed", "moving", "warped", "|fixed - warped|", "deformation"]
     pts = batch.grid.points().numpy() + disp.movedim(1, -1).numpy()  # (B, 28, 28, 2): where each pixel samples
     for j in range(n):

@@ -1,6 +1,6 @@
 """Train a diffeomorphic (stationary velocity) registration U-Net on one MNIST digit class, on the CPU.
 
-    python examples/mnist_dense_net.py -o out/mnist_dense [--steps 1500] [--digit 5]
+    python examples/mnist_dense_net.py -o out/mnist_dense [--steps 500] [--digit 5]
 
 Unsupervised: MSE between the fixed and the warped moving image plus a diffusion regulariser on
 the displacement. Prints and writes ``metrics.json`` (test MSE after / before registration,
@@ -21,7 +21,7 @@ CONFIG = {
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = arguments(__doc__.splitlines()[0], steps=1500, lr=1e-3).parse_args(argv)
+    args = arguments(__doc__.splitlines()[0], steps=500, lr=1e-3).parse_args(argv)
     return run(args, CONFIG)
 
 

@@ -57,7 +57,7 @@ def test_predict_finetune_lowers_the_loss(trained: tuple[Path, list[Path]], tmp_
     doc = json.loads((out / "result.json").read_text())
     losses = doc["stages"][0]["levels"][0]["losses"]
     assert len(losses) == 15 and min(losses) < 0.9 * losses[0]
-    assert doc["finetune"] == {"steps": 15, "lr": 0.2} and doc["timings"]["finetune"] > 0
+    assert doc["finetune"] == {"steps": 15, "lr": 0.2, "grad_sigma": 2.0} and doc["timings"]["finetune"] > 0
 
 
 def test_affine_model_writes_an_itk_transform(tmp_path: Path) -> None:

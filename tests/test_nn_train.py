@@ -66,7 +66,7 @@ def test_finetune_lowers_the_loss_and_keeps_the_best() -> None:
     tuned, losses = finetune(MatrixTransform(torch.eye(3, dtype=torch.float64)), fixed, moving, grid, objective,
                              20, 0.3)
     assert isinstance(tuned, LinearTransform) and len(losses) == 20
-    final = float(objective(tuned, fixed, moving, grid).loss)
+    final = float(objective(tuned, fixed, moving, grid).loss.detach())
     assert final < 0.2 * losses[0] and final <= min(losses) + 1e-9
     with pytest.raises(InputError, match="lr > 0"):
         finetune(tuned, fixed, moving, grid, objective, 3, 0.0)
@@ -75,13 +75,15 @@ def test_finetune_lowers_the_loss_and_keeps_the_best() -> None:
 def test_train_logs_checkpoints_and_resumes(tmp_path: Path) -> None:
     write_subjects(tmp_path / "data", 4)
     cfg_path = write_config(tmp_path / "train.yaml", {"folder": "data"},
-                            loss={"similarity": "mse", "dice": 0.5, "labels": [1, 2]}, max_steps=None)
+                            loss={"similarity": "mse", "dice": 0.5, "labels": [1, 2]}, max_steps=None,
+                            tensorboard=True)
     config = load_train_config(cfg_path)
     assert config.output == tmp_path / "run" and config.data.folder == tmp_path / "data"
     summary = train(config)
     assert (summary.steps, summary.epochs) == (2, 1)  # 4 pairs, batch 2
     rows = _rows(tmp_path / "run" / "log.csv")
     assert [r["step"] for r in rows] == ["1", "2"] and float(rows[0]["dice"]) > 0
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert (state["epoch"], state["step"]) == (1, 2)
     longer = config.model_copy(update={"epochs": 2})

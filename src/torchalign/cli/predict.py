@@ -30,11 +30,13 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
 @click.option("--finetune", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="Optimise the predicted transform on this pair for N steps with the training losses.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Fine-tuning learning rate in mm (default: a tenth of the mean voxel size).")
+              help="Fine-tuning learning rate in mm (default: half the mean voxel size).")
+@click.option("--grad-sigma", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Fine-tuning: Gaussian smoothing of dense-field gradients, in voxels (0 = none).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
 @nan_to_option
 def predict_cmd(model_path: str, fixed: str, moving: str, outdir: str, finetune: int, lr: float | None,
-                device: str, nan_to: float | None) -> None:
+                grad_sigma: float, device: str, nan_to: float | None) -> None:
     """Register MOVING to FIXED with a trained network; write warped.nii.gz, result.json and
     warp.nii.gz (dense models) or transform.txt (affine models) to OUTDIR."""
     from ..nn.checkpoint import model_from_checkpoint
@@ -46,9 +48,10 @@ def predict_cmd(model_path: str, fixed: str, moving: str, outdir: str, finetune:
     f = read_image(fixed, nan_to=nan_to)
     m = read_image(moving, nan_to=nan_to)
     loaded = time.perf_counter() - start
-    prediction = predict_pair(model, config, f, m, finetune, lr)
+    prediction = predict_pair(model, config, f, m, finetune, lr, grad_sigma)
     prediction.seconds = {"load": loaded, **prediction.seconds, "total": time.perf_counter() - start}
-    extra = {"model": str(model_path), "finetune": {"steps": finetune, "lr": default_lr(f.grid) if lr is None else lr},
+    extra = {"model": str(model_path),
+             "finetune": {"steps": finetune, "lr": default_lr(f.grid) if lr is None else lr, "grad_sigma": grad_sigma},
              "peak_memory_mb": peak_memory_mb(dev)}
     paths = write_prediction(Path(outdir), f, m, prediction, config, [fixed, moving, model_path], extra)
     click.echo(f"predicted in {prediction.seconds['predict']:.2f} s"

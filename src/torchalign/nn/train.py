@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..functional.filters import gaussian_smooth
 from ..grid import Grid
 from ..losses import make_similarity
 from ..losses.regularisers import REGULARISERS
@@ -122,16 +123,22 @@ class TrainStep(nn.Module):
 
 # ---- fine-tuning ---------------------------------------------------------------------------------
 def finetune(transform: SpatialTransform, fixed: Tensor, moving: Tensor, grid: Grid, objective: Objective,
-             steps: int, lr: float) -> tuple[SpatialTransform, list[float]]:
+             steps: int, lr: float, grad_sigma: float = 0.0) -> tuple[SpatialTransform, list[float]]:
     """Optimise a predicted transform on one pair for ``steps`` Adam steps with ``objective``.
 
     ``fixed``/``moving`` are ``(1, 1, *S)`` on ``grid``; ``lr`` is in mm (the transform parameters'
-    units). Returns the fine-tuned transform (the lowest loss seen) and the loss of every step.
+    units). ``grad_sigma`` (voxels) Gaussian-smooths the gradient of dense fields before each step
+    (the ANTs/FireANTs update-field smoothing that the classical ``syn`` preset uses). Returns the
+    fine-tuned transform (the lowest loss seen) and the loss of every step.
     """
-    if steps < 0 or lr <= 0:
-        raise InputError(f"fine-tuning needs steps >= 0 and lr > 0, got steps={steps}, lr={lr}")
+    if steps < 0 or lr <= 0 or grad_sigma < 0:
+        raise InputError(f"fine-tuning needs steps >= 0, lr > 0 and grad_sigma >= 0, got steps={steps}, lr={lr}, "
+                         f"grad_sigma={grad_sigma}")
     tuned = learnable(transform, grid)
     params = [p for p in tuned.parameters() if p.requires_grad]
+    if grad_sigma > 0 and not isinstance(tuned, LinearTransform):
+        for p in params:
+            p.register_hook(lambda g: gaussian_smooth(g, grad_sigma))
     opt = torch.optim.Adam(params, lr=lr)
     losses: list[float] = []
     best = (math.inf, [p.detach().clone() for p in params])
