@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import data_file
 
 from torchalign.config import load_preset
 from torchalign.grid import Grid
@@ -32,8 +33,6 @@ from torchalign.nn.train import train
 from torchalign.register import register
 from torchalign.resample import resample
 from torchalign.transforms.dense import DenseDisplacement
-
-from conftest import data_file
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
