@@ -16,9 +16,11 @@ from .batch import batch_cmd
 from .demo import demo
 from .evaluate import evaluate_cmd
 from .info import info
+from .predict import predict_cmd
 from .register import register_cmd
 from .report import report_cmd
 from .resample import resample_cmd
+from .train import train_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,7 +30,7 @@ def cli() -> None:
 
 
 for _command in (info, resample_cmd, register_cmd, apply_cmd, apply_points_cmd, evaluate_cmd, report_cmd,
-                 batch_cmd, demo):
+                 batch_cmd, train_cmd, predict_cmd, demo):
     cli.add_command(_command)
 
 
