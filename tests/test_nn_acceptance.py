@@ -57,6 +57,7 @@ def test_mnist_examples_smoke(name: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.usefixtures("examples")
 def test_mnist_dense_network_halves_the_test_mse_without_folding(tmp_path: Path) -> None:
     result = _example("mnist_dense_net", tmp_path)
@@ -65,6 +66,7 @@ def test_mnist_dense_network_halves_the_test_mse_without_folding(tmp_path: Path)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.usefixtures("examples")
 def test_mnist_affine_network_lowers_the_test_mse_below_75_percent(tmp_path: Path) -> None:
     result = _example("mnist_affine_net", tmp_path)
@@ -76,6 +78,7 @@ def _mean_dice(fixed: np.ndarray, warped: np.ndarray, labels: list[int]) -> floa
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_brain2d_finetuned_network_reaches_the_dice_of_classical_syn(tmp_path: Path) -> None:
     """Train on other axial slices of the two brains (z = 70..90 and 110..130), then predict the
     z = 100 pair with per-pair fine-tuning and compare with ``register(preset="syn")``."""

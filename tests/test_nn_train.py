@@ -116,7 +116,6 @@ def test_prediction_is_identical_after_a_restart(tmp_path: Path) -> None:
 TORCHRUN_SCRIPT = "import sys\nfrom torchalign.cli.train import train_cmd\ntrain_cmd(sys.argv[1:])\n"
 
 
-@pytest.mark.slow
 def test_training_under_torchrun_with_two_cpu_processes(tmp_path: Path) -> None:
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     write_subjects(tmp_path / "data", 4)
