@@ -89,12 +89,16 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+def validation_problems(exc: ValidationError) -> str:
+    """One line naming each bad key (dotted path) and what was wrong with it."""
+    return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
+
+
 def _validate(data: Any, source: str) -> RegistrationConfig:
     try:
         return RegistrationConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
-        raise InputError(f"{source}: invalid configuration: {problems}") from None
+        raise InputError(f"{source}: invalid configuration: {validation_problems(exc)}") from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..config import Regulariser, _read_yaml
+from ..config import Regulariser, _read_yaml, validation_problems
 from ..errors import InputError
 
 
@@ -136,8 +136,7 @@ def validate_train_config(data: Any, source: str) -> TrainConfig:
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
-        raise InputError(f"{source}: invalid training configuration: {problems}") from None
+        raise InputError(f"{source}: invalid training configuration: {validation_problems(exc)}") from None
 
 
 def _resolve(path: Path | None, base: Path) -> Path | None:
