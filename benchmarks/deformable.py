@@ -66,54 +66,60 @@ def _preset(name: str) -> Callable[[], Any]:
     return make
 
 
-def _syn_variant(levels: list[tuple[float, float, int]] | None = None, linear: bool = True,
-                 **options: Any) -> Callable[[], Any]:
-    """The ``syn`` preset with its deformable stage's levels/options replaced; ``linear=False`` drops
-    the rigid and affine stages (``init: none``; the pair is already affinely aligned)."""
+def _variant(preset: str, levels: list[tuple[float, float, int]] | None = None, linear: bool = True,
+             **options: Any) -> Callable[[], Any]:
+    """A preset with its deformable stage's levels/options replaced (``radius``: LNCC radius,
+    ``diffusion``: regulariser weight, others: ``transform_options``); ``linear=False`` drops the
+    rigid and affine stages (``init: none``; the pair is already affinely aligned)."""
     def make() -> Any:
         from torchalign.config import Level, load_preset
 
-        config = load_preset("syn")
+        config = load_preset(preset)
         stage = config.stages[-1]
+        opts = dict(options)
         if levels is not None:
             stage.levels = [Level(shrink=s, sigma=g, iterations=n) for s, g, n in levels]
-        radius = options.pop("radius", None)
+        radius = opts.pop("radius", None)
         if radius is not None:
             stage.metric_options = {**stage.metric_options, "radius": radius}
-        diffusion = options.pop("diffusion", None)
+        diffusion = opts.pop("diffusion", None)
         if diffusion is not None:
             stage.regularisers = [r.model_copy(update={"weight": diffusion}) for r in stage.regularisers]
-        stage.transform_options = {**stage.transform_options, **options}
+        stage.transform_options = {**stage.transform_options, **opts}
         if not linear:
             config = config.model_copy(update={"init": "none", "stages": [stage]})
         return config
     return make
 
 
-PRESET_LEVELS = [(4, 1, 80), (2, 0.5, 40), (1, 0, 0)]
 VARIANTS: dict[str, tuple[str, Callable[[], Any]]] = {
     "syn": ("torchalign `syn` preset", _preset("syn")),
     "svf": ("torchalign `svf` preset", _preset("svf")),
     "ffd": ("torchalign `ffd` preset", _preset("ffd")),
     "dense": ("torchalign `dense` preset", _preset("dense")),
     # variants of the syn preset (only its deformable stage changes unless said)
-    "syn-stride2": ("syn, velocities at half the level's resolution (stride 2)", _syn_variant(stride=2)),
-    "syn-steps5": ("syn, 5 squarings instead of 8", _syn_variant(steps=5)),
-    "syn-sigma2": ("syn, grad_sigma 2 instead of 3", _syn_variant(grad_sigma=2.0)),
-    "syn-r1": ("syn, LNCC radius 1 instead of 2", _syn_variant(radius=1)),
-    "syn-4x120-2x20": ("syn, levels 4x120, 2x20 (fewer half-resolution iterations)",
-                       _syn_variant([(4, 1, 120), (2, 0.5, 20), (1, 0, 0)])),
+    "syn-stride2": ("syn, velocities at half each level's resolution (stride 2)", _variant("syn", stride=2)),
+    # grad_sigma is in voxels of the velocity grid: 1.5 at stride 2 is the preset's smoothing in mm
+    "syn-stride2-s1.5": ("syn, stride 2 and grad_sigma 1.5", _variant("syn", stride=2, grad_sigma=1.5)),
+    "syn-steps5": ("syn, 5 squarings instead of 8", _variant("syn", steps=5)),
+    "syn-sigma2": ("syn, grad_sigma 2 instead of 3", _variant("syn", grad_sigma=2.0)),
+    "syn-r1": ("syn, LNCC radius 1 instead of 2", _variant("syn", radius=1)),
+    "syn-4x120-2x20": ("syn, levels 4x120 + 2x20 instead of 4x80 + 2x40",
+                       _variant("syn", [(4, 1, 120), (2, 0.5, 20), (1, 0, 0)])),
     "syn-4only": ("syn, level 4 x 150 only (then integrated at full resolution)",
-                  _syn_variant([(4, 1, 150), (1, 0, 0)])),
-    "syn-nolinear": ("syn without the rigid/affine stages (init none)", _syn_variant(linear=False)),
-    "syn-fast": ("syn, 4x120 + 2x20 with stride 2 at level 2, steps 6",
-                 _syn_variant([(4, 1, 120), (2, 0.5, 20), (1, 0, 0)], stride=2, steps=6)),
+                  _variant("syn", [(4, 1, 150), (1, 0, 0)])),
+    "syn-nolinear": ("syn without the rigid/affine stages (init none)", _variant("syn", linear=False)),
+    "syn-fast": ("syn, stride 2, grad_sigma 1.5, steps 6",
+                 _variant("syn", stride=2, grad_sigma=1.5, steps=6)),
+    "svf-stride2-s1": ("svf, stride 2 and grad_sigma 1 (the preset's smoothing in mm)",
+                       _variant("svf", stride=2, grad_sigma=1.0)),
 }
 TORCHALIGN = set(VARIANTS)
 PEERS = {
     "ants-syn": "ANTsPy `SyN` (type_of_transform='SyN')",
     "ants-synquick": "ANTsPy `antsRegistrationSyNQuick[s]`",
     "fireants": "FireANTs 1.5 affine + greedy (tutorial defaults, CPU)",
+    "fireants-greedy": "FireANTs 1.5 greedy only (tutorial defaults, identity start, CPU)",
 }
 METHODS = {**{k: v[0] for k, v in VARIANTS.items()}, **PEERS}
 DEFAULT_METHODS = "syn,svf,ffd,ants-syn,ants-synquick,fireants"
@@ -186,10 +192,11 @@ def run_ants(method: str, fixed: str, moving: str, work: Path) -> dict:
     return out
 
 
-def run_fireants(fixed: str, moving: str, work: Path) -> dict:
+def run_fireants(fixed: str, moving: str, work: Path, affine_stage: bool = True) -> dict:
     """FireANTs' tutorial pipeline (``tutorials/tutorial1_basic_usage.py``): affine at scales 4/2/1
     (200/100/50 Adam steps, lr 3e-3, CC kernel 5), then greedy compositive deformable at 4/2/1
-    (200/100/25 steps, lr 0.5, CC kernel 5, smooth_grad_sigma 1, its default smooth_warp_sigma 0.5)."""
+    (200/100/25 steps, lr 0.5, CC kernel 5, smooth_grad_sigma 1, its default smooth_warp_sigma 0.5).
+    ``affine_stage=False`` starts the greedy stage from the identity (the pair is pre-aligned)."""
     import logging
 
     logging.disable(logging.WARNING)
@@ -203,13 +210,15 @@ def run_fireants(fixed: str, moving: str, work: Path) -> dict:
     batch_f = BatchedImages([FImage.load_file(fixed, device="cpu")])
     batch_m = BatchedImages([FImage.load_file(moving, device="cpu")])
     t0, c0 = time.perf_counter(), time.process_time()
-    affine = AffineRegistration([4, 2, 1], [200, 100, 50], batch_f, batch_m, optimizer="Adam", optimizer_lr=3e-3,
-                                cc_kernel_size=5, progress_bar=False)
-    affine.optimize()
+    init = None
+    if affine_stage:
+        affine = AffineRegistration([4, 2, 1], [200, 100, 50], batch_f, batch_m, optimizer="Adam", optimizer_lr=3e-3,
+                                    cc_kernel_size=5, progress_bar=False)
+        affine.optimize()
+        init = affine.get_affine_matrix().detach()
     reg = GreedyRegistration(scales=[4, 2, 1], iterations=[200, 100, 25], fixed_images=batch_f, moving_images=batch_m,
                              cc_kernel_size=5, deformation_type="compositive", smooth_grad_sigma=1,
-                             optimizer="adam", optimizer_lr=0.5, init_affine=affine.get_affine_matrix().detach(),
-                             progress_bar=False)
+                             optimizer="adam", optimizer_lr=0.5, init_affine=init, progress_bar=False)
     reg.optimize()
     out = {"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0, "peak": _peak_mb()}
     reg.save_as_ants_transforms([str(work / "fa_warp.nii.gz")])
@@ -228,7 +237,7 @@ def worker(method: str, fixed: str, moving: str, fixed_seg: str, threads: int, w
     elif method.startswith("ants"):
         out = run_ants(method, fixed, moving, work)
     else:
-        out = run_fireants(fixed, moving, work)
+        out = run_fireants(fixed, moving, work, affine_stage=method == "fireants")
     (work / "result.json").write_text(json.dumps(out))
 
 
