@@ -9,11 +9,11 @@ import torch
 
 from torchalign.errors import InputError
 from torchalign.functional.bspline import bspline_gradient, control_grid, evaluate_bspline
-from torchalign.functional.flow import integrate_velocity
+from torchalign.functional.flow import compose_fields, integrate_velocity, resample_field
 from torchalign.grid import Grid
 from torchalign.transforms import Compose
 from torchalign.transforms.bspline import BSplineFFD
-from torchalign.transforms.dense import DenseDisplacement, on_grid
+from torchalign.transforms.dense import DenseDisplacement, on_grid, strided_grid
 from torchalign.transforms.linear import MatrixTransform
 from torchalign.transforms.velocity import BSplineVelocity, StationaryVelocity, SymmetricVelocity
 
@@ -279,3 +279,38 @@ def test_composes_with_a_linear_pre_transform(kind: str) -> None:
     torch.testing.assert_close(chain(pts), t(linear(pts)))
     back = chain.inverse()(chain(pts))
     assert float((back - pts).norm(dim=-1).max()) < 0.05
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_tied_symmetric_is_exp_of_twice_the_velocity_and_inverse_consistent(ndim: int) -> None:
+    grid = _grid(ndim)
+    v = _smooth(grid, 1.0)
+    t = SymmetricVelocity(grid, velocity_fixed=v, tied=True)
+    assert [n for n, _ in t.named_parameters()] == ["velocity_fixed"]
+    v_f, v_m = t.velocities()
+    torch.testing.assert_close(v_m, -v_f)
+    inside = _interior(grid, 4)
+    error = (t.displacement(grid) - integrate_velocity(2 * v, grid, 8)).norm(dim=1)
+    assert float(error[inside].max()) < 0.05
+    inv = t.inverse()
+    assert inv.velocity_fixed is t.velocity_fixed and inv.tied  # shared, sign flipped
+    torch.testing.assert_close(inv.velocities()[0], -v_f)
+    x = _points(grid, 2)
+    assert float((inv(t(x)) - x).norm(dim=-1).median()) < 0.05
+    fixed_from_mid, moving_from_mid = t.halves()
+    assert fixed_from_mid.velocity is t.velocity_fixed and moving_from_mid.velocity is t.velocity_fixed
+    torch.testing.assert_close(Compose(fixed_from_mid.inverse(), moving_from_mid)(x), t(x), atol=0.05, rtol=0)
+
+
+def test_tied_symmetric_refuses_a_moving_velocity() -> None:
+    grid = _grid(2)
+    with pytest.raises(InputError, match="tied"):
+        SymmetricVelocity(grid, velocity_moving=torch.zeros(1, 2, *grid.shape), tied=True)
+
+
+def test_symmetric_composes_on_the_requested_grid() -> None:
+    """On a finer grid the halves are resampled first and composed there (not composed, then resampled)."""
+    grid = _grid(3)
+    t = SymmetricVelocity(grid, stride=2, velocity_fixed=_smooth(strided_grid(grid, 2), 1.0), tied=True)
+    half = resample_field(integrate_velocity(t.velocity_fixed, t.field_grid, t.steps), t.field_grid, grid)
+    torch.testing.assert_close(t.displacement(grid), compose_fields(half, half, grid))

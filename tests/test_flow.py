@@ -181,3 +181,16 @@ def test_gradcheck_integration_and_composition() -> None:
     u = (0.3 * torch.randn(1, 2, 5, 4, dtype=torch.float64)).requires_grad_()
     assert torch.autograd.gradcheck(lambda f: integrate_velocity(f, grid, steps=2), (v,))
     assert torch.autograd.gradcheck(lambda f, g: compose_fields(f, g, grid), (u, v))
+
+
+def test_straight_through_integration_has_the_exact_value_and_an_identity_gradient() -> None:
+    grid = Grid.from_geometry((12, 10, 8), spacing=(2.0, 1.5, 1.0))
+    v = smooth_field(grid, 2.0).float().requires_grad_()
+    u = integrate_velocity(v, grid, 6, exact_grad=False)
+    torch.testing.assert_close(u, integrate_velocity(v.detach(), grid, 6))
+    weights = torch.randn_like(u)
+    (u * weights).sum().backward()
+    torch.testing.assert_close(v.grad, weights)  # d exp(v)/dv taken as the identity
+    exact = v.detach().clone().requires_grad_()
+    (integrate_velocity(exact, grid, 6) * weights).sum().backward()
+    assert not torch.allclose(exact.grad, weights)  # the exact gradient differs for a non-zero velocity

@@ -139,3 +139,25 @@ def test_warp_file_reproduced_by_ants_and_simpleitk(tmp_path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["jacobian"]["fold_percent"] < 0.5
     assert nib.load(out / "jacobian.nii.gz").shape == nib.load(fixed).shape
+
+
+def test_midspace_objective_is_symmetric_in_the_two_images(slices) -> None:
+    """SyN's objective compares both images on the mid space: swapping fixed and moving and negating
+    the velocity gives the same value, and at zero velocity it is the plain objective."""
+    from torchalign.losses import make_similarity
+    from torchalign.register import build_problem, evaluate, prepare
+    from torchalign.transforms.velocity import StationaryVelocity, SymmetricVelocity
+
+    fixed, moving = (prepare(im, name, True) for im, name in ((slices[0], "fixed"), (slices[1], "moving")))
+    forward, backward = (build_problem(a, b, None, None, 2.0, 1.0, "vox") for a, b in ((fixed, moving), (moving, fixed)))
+    similarity, eye = make_similarity("lncc", radius=2), torch.eye(3, dtype=torch.float64)[None]
+    gen = torch.Generator().manual_seed(0)
+    model = SymmetricVelocity(forward.grid, stride=2, tied=True)
+    with torch.no_grad():
+        model.velocity_fixed.copy_(3.0 * torch.nn.functional.avg_pool2d(
+            torch.randn(model.velocity_fixed.shape, generator=gen), 5, 1, 2))
+        one, other = evaluate(forward, model, similarity, eye), evaluate(backward, model.inverse(), similarity, eye)
+        torch.testing.assert_close(one, other, rtol=1e-5, atol=1e-6)
+        model.velocity_fixed.zero_()
+        plain = evaluate(forward, StationaryVelocity(forward.grid), similarity, eye)
+        torch.testing.assert_close(evaluate(forward, model, similarity, eye), plain)

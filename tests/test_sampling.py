@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 from conftest import data_file
 from torchalign.errors import InputError
 from torchalign.functional.bspline_interp import bspline_coefficients, sample_cubic
-from torchalign.functional.sampling import normalized_from_voxel, sample_world
+from torchalign.functional.sampling import normalized_from_voxel, sample_world, sample_world_inside
 from torchalign.grid import Grid, apply_matrix
 from torchalign.image import Image
 from torchalign.io import read_image
@@ -283,3 +283,18 @@ def test_sample_affine_equals_mapping_every_point(shape: tuple[int, ...], rng: n
     points = apply_matrix(torch.tensor(matrix), onto.points(torch.float64))[None]
     mapped = sample_world(data, grid, points, "linear", padding=-3.0)
     torch.testing.assert_close(folded, mapped, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_sample_world_inside_equals_sampling_a_channel_of_ones(ndim: int) -> None:
+    gen = torch.Generator().manual_seed(0)
+    shape = (9, 7, 5)[:ndim]
+    grid = Grid.from_geometry(shape, spacing=(1.5, 1.0, 2.0)[:ndim], origin=(3.0, -2.0, 1.0)[:ndim])
+    data = torch.rand(1, 2, *shape, generator=gen)
+    points = grid.points().unsqueeze(0) + 4.0 * torch.randn(1, *shape, ndim, generator=gen, dtype=torch.float64)
+    points = points.float()
+    values, inside = sample_world_inside(data, grid, points)
+    with_ones = sample_world(torch.cat([data, torch.ones_like(data[:, :1])], 1), grid, points)
+    torch.testing.assert_close(values, with_ones[:, :2])
+    torch.testing.assert_close(inside, with_ones[:, 2:])
+    assert 0 < float(inside.mean()) < 1  # some points fell outside

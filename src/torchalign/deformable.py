@@ -23,15 +23,19 @@ from .transforms.velocity import BSplineVelocity, StationaryVelocity, SymmetricV
 
 Builder = Callable[[Grid, dict[str, Any]], SpatialTransform]
 
+def _velocity(o: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments shared by the velocity models."""
+    return {"steps": o.get("steps", 7), "stride": o.get("stride", 1), "exact_grad": bool(o.get("exact_grad", True))}
+
+
 BUILDERS: dict[str, Builder] = {
     "dense": lambda g, o: DenseDisplacement(g, stride=o.get("stride", 1)),
-    "svf": lambda g, o: StationaryVelocity(g, steps=o.get("steps", 7), stride=o.get("stride", 1)),
-    "syn": lambda g, o: SymmetricVelocity(g, steps=o.get("steps", 7), stride=o.get("stride", 1)),
+    "svf": lambda g, o: StationaryVelocity(g, **_velocity(o)),
+    "syn": lambda g, o: SymmetricVelocity(g, **_velocity(o), tied=bool(o.get("tied", True))),
     "ffd": lambda g, o: BSplineFFD(g, o.get("control_spacing", 8.0)),
-    "svffd": lambda g, o: BSplineVelocity(g, o.get("control_spacing", 8.0), steps=o.get("steps", 7),
-                                          stride=o.get("stride", 1)),
+    "svffd": lambda g, o: BSplineVelocity(g, o.get("control_spacing", 8.0), **_velocity(o)),
 }
-OPTIONS = {"stride", "steps", "control_spacing", "grad_sigma"}
+OPTIONS = {"stride", "steps", "control_spacing", "grad_sigma", "exact_grad", "tied"}
 
 
 def _field_grid(transform: SpatialTransform) -> Grid:

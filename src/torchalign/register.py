@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 from . import initialise
 from .config import RegistrationConfig, Stage
 from .errors import InputError
-from .functional.sampling import sample_affine, sample_world
+from .functional.flow import resample_field
+from .functional.sampling import sample_affine, sample_world, sample_world_inside
 from .grid import Grid, apply_matrix
 from .deformable import build, make_regularisers, regularisation
 from .image import Image, normalize_intensity
@@ -27,6 +28,7 @@ from .pyramid import level_grid, smooth_and_shrink
 from .transforms.base import Compose, SpatialTransform
 from .transforms.chain import FieldTransform
 from .transforms.linear import LinearTransform, MatrixTransform
+from .transforms.velocity import SymmetricVelocity
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Problem:
     grid: Grid
     moving: Tensor  # (1, C + 1, *S_m): intensities and the moving mask (or ones) as last channel
     moving_grid: Grid
+    moving_masked: bool = True  # False: the last channel is all ones (the overlap alone weighs)
 
 
 def prepare(image: Image, name: str, normalize: bool, mask: Image | None = None) -> Image:
@@ -113,7 +116,7 @@ def build_problem(fixed: Image, moving: Image, fixed_mask: Image | None, moving_
     weight = torch.ones_like(m.data[:, :1]) if moving_mask is None else \
         (smooth_and_shrink(moving_mask, m_grid, 0.0).data > 0.5).float()
     points = f_grid.points(device=fixed.device).unsqueeze(0)
-    return Problem(f.data, fm, points, f_grid, torch.cat([m.data, weight], 1), m_grid)
+    return Problem(f.data, fm, points, f_grid, torch.cat([m.data, weight], 1), m_grid, moving_mask is not None)
 
 
 def evaluate(problem: Problem, transform: SpatialTransform, similarity: Callable[..., Tensor],
@@ -123,6 +126,9 @@ def evaluate(problem: Problem, transform: SpatialTransform, similarity: Callable
     A linear stage passes its learnable ``transform`` alone (sampled through one folded matrix); a
     deformable stage passes the deformable part and the fixed ``linear`` matrix applied after it.
     """
+    if isinstance(transform, SymmetricVelocity):
+        assert linear is not None  # a deformable stage
+        return evaluate_midspace(problem, transform, similarity, linear, regularisers)
     reg = None
     if linear is None:
         sampled = sample_affine(problem.moving, problem.moving_grid, transform.matrix(), problem.grid)
@@ -137,6 +143,35 @@ def evaluate(problem: Problem, transform: SpatialTransform, similarity: Callable
     mask = weight if problem.fixed_mask is None else weight * problem.fixed_mask
     loss = similarity(problem.fixed, warped, mask)
     return loss if reg is None else loss + reg
+
+
+def evaluate_midspace(problem: Problem, transform: SymmetricVelocity, similarity: Callable[..., Tensor],
+                      linear: Tensor, regularisers: Sequence[nn.Module] = ()) -> Tensor:
+    """SyN's objective ``(B,)``: both images pulled onto the mid space and compared there.
+
+    ``exp(-v_f)`` carries mid-space points (the fixed level's voxel centres) to the fixed image and
+    ``linear o exp(-v_m)`` to the moving image, so each half is driven by its own image's gradient
+    and neither image is favoured. Each half's displacement is regularised on the velocity grid.
+    """
+    to_fixed, to_moving = transform.halves()
+    grid, field_grid = problem.grid, transform.field_grid
+    halves = (to_fixed.field(), to_moving.field())
+    reg = sum(regularisation(list(regularisers), u, field_grid) for u in halves)
+    u_f, u_m = (resample_field(u, field_grid, grid).movedim(1, -1) for u in halves)
+    c = problem.fixed.shape[1]
+    if problem.fixed_mask is None:
+        fixed, fixed_weight = sample_world_inside(problem.fixed, grid, problem.points + u_f)
+    else:
+        both = sample_world(torch.cat([problem.fixed, problem.fixed_mask], 1), grid, problem.points + u_f)
+        fixed, fixed_weight = both[:, :c], both[:, c:]
+    q = apply_matrix(linear[0] if linear.shape[0] == 1 else linear, problem.points + u_m)
+    if problem.moving_masked:
+        both = sample_world(problem.moving, problem.moving_grid, q)
+        moving, moving_weight = both[:, :c], both[:, c:]
+    else:
+        moving, moving_weight = sample_world_inside(problem.moving[:, :c], problem.moving_grid, q)
+    mask = (fixed_weight * moving_weight).clamp(0.0, 1.0)
+    return similarity(fixed, moving, mask) + reg
 
 
 def plateau(losses: list[float], window: int, tolerance: float) -> bool:

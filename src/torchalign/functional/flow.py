@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -68,14 +69,21 @@ def compose_fields(first: Tensor, second: Tensor, grid: Grid, second_grid: Grid 
     return first + sample_world(second, second_grid, x + first.movedim(1, -1), padding="border")
 
 
-def integrate_velocity(velocity: Tensor, grid: Grid, steps: int = 7) -> Tensor:
+def integrate_velocity(velocity: Tensor, grid: Grid, steps: int = 7, exact_grad: bool = True) -> Tensor:
     """Scaling and squaring: the displacement of ``exp(v)`` for a stationary ``velocity (B, D, *S)``.
 
     ``u = v / 2^steps`` then ``steps`` times ``u(x) <- u(x) + u(x + u(x))`` -> ``(B, D, *S)``.
+    ``exact_grad=False`` integrates without recording the squarings and passes gradients straight
+    through (``d exp(v) / dv ~ identity``, exact at ``v = 0``), as log-domain demons and greedy
+    SyN-type optimisers do: the backward pass costs nothing and no intermediate fields are kept.
     """
     _check_field(velocity, grid, "velocity")
     if not isinstance(steps, int) or steps < 0:
         raise InputError(f"steps must be a non-negative integer, got {steps!r}")
+    if not exact_grad and velocity.requires_grad:
+        with torch.no_grad():
+            u = integrate_velocity(velocity, grid, steps)
+        return velocity + (u - velocity).detach()  # value exp(v) - id, gradient identity
     x = _points(grid, velocity)
     u = velocity / (2**steps)
     for _ in range(steps):

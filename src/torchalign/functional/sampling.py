@@ -156,6 +156,27 @@ def sample_world(data: Tensor, grid: Grid, points: Tensor, interp: Interp = "lin
     return out.reshape(*out.shape[:2], *q)
 
 
+def sample_world_inside(data: Tensor, grid: Grid, points: Tensor) -> tuple[Tensor, Tensor]:
+    """Linear sampling with zero padding, and where the points fall inside the grid's extent.
+
+    Returns ``(values (B, C, *Q), inside (B, 1, *Q) float)``; ``inside`` is exactly what sampling an
+    extra channel of ones would give, at no interpolation cost (registration's overlap weight).
+    """
+    d = grid.ndim
+    if data.ndim != d + 2 or tuple(data.shape[2:]) != grid.shape:
+        raise InputError(f"data of shape {tuple(data.shape)} does not lie on a grid of shape {grid.shape}")
+    if points.ndim != d + 2 or points.shape[-1] != d:
+        raise InputError(f"points must be (B, *Q, {d}) with {d} point axes, got {tuple(points.shape)}")
+    normalized = apply_matrix(normalized_from_voxel(grid.shape) @ grid.voxel_from_world, points)
+    if normalized.shape[0] != data.shape[0]:
+        b = max(normalized.shape[0], data.shape[0])
+        data, normalized = data.expand(b, *data.shape[1:]), normalized.expand(b, *normalized.shape[1:])
+    out = F.grid_sample(data, _to_grid_sample(normalized).to(data.dtype), mode="bilinear", padding_mode="border",
+                        align_corners=True)
+    inside = _inside(normalized, grid.shape).unsqueeze(1)
+    return out * inside, inside.to(out.dtype)
+
+
 def _reverse_axes(ndim: int) -> np.ndarray:
     """Homogeneous permutation reversing the coordinate order (the grid_sample flip, as a matrix)."""
     p = np.zeros((ndim + 1, ndim + 1))

@@ -6,7 +6,8 @@
 
 Velocities and displacements are world-axis mm. ``exp(v)`` is integrated on the field grid
 (``steps`` squarings) and linearly sampled elsewhere; a stride of 2 integrates at half resolution,
-as VoxelMorph does, which is ~8x cheaper in 3-D. Inverses are exact in the model (the negated
+as VoxelMorph does, which is ~8x cheaper in 3-D. ``exact_grad=False`` passes gradients straight
+through the integration (see :func:`~torchalign.functional.flow.integrate_velocity`). Inverses are exact in the model (the negated
 velocity, or the swapped pair) and share the parameters of the transform they came from, so they
 stay differentiable and follow its optimisation.
 """
@@ -50,13 +51,15 @@ def _apply_field(points: Tensor, field: Tensor, grid: Grid) -> Tensor:
 class _Exponential(SpatialTransform):
     """``T = exp(sign * v)`` for the velocity given by :meth:`velocity_field` on ``field_grid``."""
 
-    def __init__(self, grid: Grid, steps: int, stride: int | Sequence[int], batch: int, sign: float):
+    def __init__(self, grid: Grid, steps: int, stride: int | Sequence[int], batch: int, sign: float,
+                 exact_grad: bool = True):
         super().__init__(grid.ndim, batch)
         self.grid = grid
         self.stride = stride
         self.field_grid = strided_grid(grid, stride)
         self.steps = _check_steps(steps)
         self.sign = sign
+        self.exact_grad = exact_grad
 
     def velocity_field(self) -> Tensor:  # pragma: no cover - abstract
         """Signed velocity ``(B, D, *S')`` on ``field_grid``."""
@@ -64,7 +67,7 @@ class _Exponential(SpatialTransform):
 
     def field(self) -> Tensor:
         """Displacement of ``exp(v)`` on ``field_grid``: ``(B, D, *S')``."""
-        return integrate_velocity(self.velocity_field(), self.field_grid, self.steps)
+        return integrate_velocity(self.velocity_field(), self.field_grid, self.steps, self.exact_grad)
 
     def forward(self, points: Tensor) -> Tensor:
         return _apply_field(points, self.field(), self.field_grid)
@@ -81,8 +84,8 @@ class StationaryVelocity(_Exponential):
     """``T = exp(v)`` with a learnable dense velocity ``(B, D, *S')`` in mm (zeros by default)."""
 
     def __init__(self, grid: Grid, steps: int = 7, stride: int | Sequence[int] = 1, batch: int = 1,
-                 velocity: Tensor | None = None):
-        super().__init__(grid, steps, stride, batch if velocity is None else velocity.shape[0], 1.0)
+                 velocity: Tensor | None = None, exact_grad: bool = True):
+        super().__init__(grid, steps, stride, batch if velocity is None else velocity.shape[0], 1.0, exact_grad)
         self.velocity = _parameter(velocity, (self.batch, grid.ndim, *self.field_grid.shape), "velocity")
 
     def velocity_field(self) -> Tensor:
@@ -90,7 +93,8 @@ class StationaryVelocity(_Exponential):
 
     def inverse(self) -> StationaryVelocity:
         """``exp(-v)``, sharing this transform's velocity parameter."""
-        out = StationaryVelocity(self.grid, self.steps, self.stride, velocity=self.velocity)
+        out = StationaryVelocity(self.grid, self.steps, self.stride, velocity=self.velocity,
+                                 exact_grad=self.exact_grad)
         out.sign = -self.sign
         return out
 
@@ -99,8 +103,9 @@ class BSplineVelocity(_Exponential):
     """SVFFD: ``T = exp(v)`` with ``v`` a cubic B-spline of control-point velocities (mm) over ``grid``."""
 
     def __init__(self, grid: Grid, control_spacing_mm: float | Sequence[float], steps: int = 7,
-                 stride: int | Sequence[int] = 1, batch: int = 1, coeffs: Tensor | None = None):
-        super().__init__(grid, steps, stride, batch if coeffs is None else coeffs.shape[0], 1.0)
+                 stride: int | Sequence[int] = 1, batch: int = 1, coeffs: Tensor | None = None,
+                 exact_grad: bool = True):
+        super().__init__(grid, steps, stride, batch if coeffs is None else coeffs.shape[0], 1.0, exact_grad)
         self.control_spacing_mm = control_spacing_mm
         self.lattice = control_grid(grid, control_spacing_mm)
         self.coeffs = _parameter(coeffs, (self.batch, grid.ndim, *self.lattice.shape), "coeffs")
@@ -115,7 +120,8 @@ class BSplineVelocity(_Exponential):
 
     def inverse(self) -> BSplineVelocity:
         """``exp(-v)``, sharing this transform's control points."""
-        out = BSplineVelocity(self.grid, self.control_spacing_mm, self.steps, self.stride, coeffs=self.coeffs)
+        out = BSplineVelocity(self.grid, self.control_spacing_mm, self.steps, self.stride, coeffs=self.coeffs,
+                              exact_grad=self.exact_grad)
         out.sign = -self.sign
         return out
 
@@ -128,44 +134,79 @@ class SymmetricVelocity(SpatialTransform):
     image onto the mid space (:meth:`halves`). Both velocities ``(B, D, *S')`` live on the fixed
     grid shrunk by ``stride``. The inverse ``exp(-v_f) o exp(v_m)`` is the same model with the two
     velocities swapped, so ``T`` and ``T^-1`` are consistent up to the integration's accuracy.
+
+    ``tied=True`` keeps one learnable velocity with ``v_m = -v_f``: the mid space is then exactly
+    half-way (``T = exp(2 v_f)``). Two free halves can drift together (``v_f + w``, ``v_m + w``
+    barely changes ``T``); optimisers that scale each voxel's step, such as Adam, amplify that
+    drift, so registration uses the tied form.
     """
 
     def __init__(self, grid: Grid, steps: int = 7, stride: int | Sequence[int] = 1, batch: int = 1,
-                 velocity_fixed: Tensor | None = None, velocity_moving: Tensor | None = None):
+                 velocity_fixed: Tensor | None = None, velocity_moving: Tensor | None = None,
+                 exact_grad: bool = True, tied: bool = False):
         given = velocity_fixed if velocity_fixed is not None else velocity_moving
         super().__init__(grid.ndim, batch if given is None else given.shape[0])
         self.grid = grid
         self.stride = stride
         self.field_grid = strided_grid(grid, stride)
         self.steps = _check_steps(steps)
+        self.exact_grad = exact_grad
+        self.tied = tied
+        self.sign = 1.0  # tied: the velocities are (sign * v, -sign * v)
         shape = (self.batch, grid.ndim, *self.field_grid.shape)
         self.velocity_fixed = _parameter(velocity_fixed, shape, "velocity_fixed")
-        self.velocity_moving = _parameter(velocity_moving, shape, "velocity_moving")
+        if tied:
+            if velocity_moving is not None:
+                raise InputError("a tied SymmetricVelocity takes velocity_fixed only (velocity_moving = -velocity_fixed)")
+            self.register_parameter("velocity_moving", None)
+        else:
+            self.velocity_moving = _parameter(velocity_moving, shape, "velocity_moving")
+
+    def velocities(self) -> tuple[Tensor, Tensor]:
+        """``(v_f, v_m)``, each ``(B, D, *S')``."""
+        if self.velocity_moving is None:
+            v = self.velocity_fixed if self.sign > 0 else -self.velocity_fixed
+            return v, -v
+        return self.velocity_fixed, self.velocity_moving
+
+    def _exp(self, velocity: Tensor) -> Tensor:
+        return integrate_velocity(velocity, self.field_grid, self.steps, self.exact_grad)
 
     def field(self) -> Tensor:
         """Displacement of ``T`` on ``field_grid``: ``u_f(x) + u_m'(x + u_f(x))`` with ``u_m' = exp(-v_m) - id``."""
-        to_mid = integrate_velocity(self.velocity_fixed, self.field_grid, self.steps)
-        to_moving = integrate_velocity(-self.velocity_moving, self.field_grid, self.steps)
-        return compose_fields(to_mid, to_moving, self.field_grid)
+        return self.displacement(self.field_grid)
 
     def forward(self, points: Tensor) -> Tensor:
         return _apply_field(points, self.field(), self.field_grid)
 
     def displacement(self, grid: Grid) -> Tensor:
-        """``(B, D, *S)`` on ``grid``: composed on the field grid, linearly resampled if ``grid`` differs."""
-        return resample_field(self.field(), self.field_grid, grid)
+        """``(B, D, *S)`` on ``grid``: both halves integrated on the field grid, resampled onto ``grid``
+        and composed there (composing on a finer grid halves the interpolation error of ``T``)."""
+        v_f, v_m = self.velocities()
+        to_mid = resample_field(self._exp(v_f), self.field_grid, grid)
+        to_moving = to_mid if self.tied else resample_field(self._exp(-v_m), self.field_grid, grid)
+        return compose_fields(to_mid, to_moving, grid)
 
     def inverse(self) -> SymmetricVelocity:
         """``exp(-v_f) o exp(v_m)``: the velocities swapped (shared parameters)."""
+        if self.tied:
+            out = SymmetricVelocity(self.grid, self.steps, self.stride, velocity_fixed=self.velocity_fixed,
+                                    exact_grad=self.exact_grad, tied=True)
+            out.sign = -self.sign
+            return out
         return SymmetricVelocity(self.grid, self.steps, self.stride, velocity_fixed=self.velocity_moving,
-                                 velocity_moving=self.velocity_fixed)
+                                 velocity_moving=self.velocity_fixed, exact_grad=self.exact_grad)
 
     def halves(self) -> tuple[StationaryVelocity, StationaryVelocity]:
         """``(exp(-v_f), exp(-v_m))``: mid-space points to fixed and to moving space (shared parameters)."""
-        fixed_from_mid = StationaryVelocity(self.grid, self.steps, self.stride, velocity=self.velocity_fixed)
-        moving_from_mid = StationaryVelocity(self.grid, self.steps, self.stride, velocity=self.velocity_moving)
-        fixed_from_mid.sign = moving_from_mid.sign = -1.0
-        return fixed_from_mid, moving_from_mid
+        def half(velocity: Tensor, sign: float) -> StationaryVelocity:
+            out = StationaryVelocity(self.grid, self.steps, self.stride, velocity=velocity, exact_grad=self.exact_grad)
+            out.sign = sign
+            return out
+
+        if self.tied:
+            return half(self.velocity_fixed, -self.sign), half(self.velocity_fixed, self.sign)
+        return half(self.velocity_fixed, -1.0), half(self.velocity_moving, -1.0)
 
     def extra_repr(self) -> str:
-        return f"field_grid={self.field_grid}, steps={self.steps}, batch={self.batch}"
+        return f"field_grid={self.field_grid}, steps={self.steps}, tied={self.tied}, batch={self.batch}"
