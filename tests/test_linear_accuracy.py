@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,8 @@ def test_ixi_t1_t2_rigid_perturbations() -> None:
     The preset's own centre-of-mass start fails at the two largest rotations (seeds 1 and 9, ~18 mm):
     the coarsest level's MI gradients there are too noisy for Adam to leave the start.
     """
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # conftest sets 2; honour the 1 asked for on a busy machine
+        torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
     t1, t2 = read_image(data_file(IXI.format("T1"))), read_image(data_file(IXI.format("T2")))
     m1, m2 = read_image(data_file(IXI_MASK.format("T1"))), read_image(data_file(IXI_MASK.format("T2")))
     config = resolve_config("rigid")
@@ -109,17 +112,24 @@ def test_ixi_t1_t2_rigid_perturbations() -> None:
         start = search_start(t1, moving, m1, moving_mask, config)
         return register(t1, moving, config, fixed_mask=m1, moving_mask=moving_mask, init=start).linear[0].numpy()
 
+    start = time.perf_counter()
     m0 = solve(t2, m2)
+    print(f"\nM0 (unperturbed pair): {mean_error(m0, np.eye(4), points):.3f} mm from the scanner alignment, "
+          f"{time.perf_counter() - start:.0f} s", flush=True)
     assert mean_error(m0, np.eye(4), points) < 2.0  # the scanner alignment is good to ~1 mm
     rows, errors = [], []
     for seed in range(10):
+        start = time.perf_counter()
         p = perturbation(seed, m2.grid.center())
         m = solve(moved(t2, p), moved(m2, p))
         errors.append(mean_error(m, p @ m0, points))
-        rows.append(f"seed {seed}: {math.degrees(Rotation.from_matrix(p[:3, :3]).magnitude()):4.1f} deg, "
-                    f"error vs P M0 {errors[-1]:.3f} mm, vs P {mean_error(m, p, points):.3f} mm")
+        shift = np.linalg.norm(p[:3, :3] @ m2.grid.center() + p[:3, 3] - m2.grid.center())
+        rows.append(f"seed {seed}: {math.degrees(Rotation.from_matrix(p[:3, :3]).magnitude()):4.1f} deg "
+                    f"{shift:4.1f} mm, error vs P M0 {errors[-1]:.3f} mm, vs P {mean_error(m, p, points):.3f} mm, "
+                    f"{time.perf_counter() - start:.0f} s")
+        print(rows[-1], flush=True)  # one line per case as it finishes: a long run that dies still leaves them
     report = "\n".join(rows)
-    print(report)
+    print(f"{sum(e < 1.0 for e in errors)}/10 below 1 mm")
     assert sum(e < 1.0 for e in errors) >= 9, report
 
 
