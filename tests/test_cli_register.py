@@ -43,12 +43,16 @@ def _fails(args: list[str], capsys) -> str:
     return message
 
 
-@pytest.mark.parametrize("case", ["dimensions", "empty_mask", "constant", "preset_typo", "unknown_key", "missing"])
+@pytest.mark.parametrize("case", ["dimensions", "empty_mask", "constant", "preset_typo", "unknown_key", "missing",
+                                  "negative_weight"])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, images: dict[str, str], capsys, case: str) -> None:
     out = tmp_path / "out"
     base = ["register", images["img2d"], images["img2d_b"], "-o", str(out), "--no-progress"]
     config = tmp_path / "cfg.yaml"
     config.write_text("preset: rigid\nstages:\n  - transform: rigid\n    lerning_rate: 1\n")
+    negative = tmp_path / "negative.yaml"
+    negative.write_text("preset: syn\nstages:\n  - transform: syn\n    regularisers:\n"
+                        "      - {name: diffusion, weight: -0.5}\n")
     args, expected = {
         "dimensions": (["register", images["img2d"], images["img3d"], "-o", str(out)], "2-D"),
         "empty_mask": (base + ["--fixed-mask", images["zeros2d"]], "fixed mask is empty"),
@@ -56,6 +60,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, images: dict[s
         "preset_typo": (base + ["--preset", "rigdi"], "valid presets"),
         "unknown_key": (base + ["--config", str(config)], "lerning_rate"),
         "missing": (["register", images["img2d"], str(tmp_path / "nope.nii.gz"), "-o", str(out)], "nope.nii.gz"),
+        "negative_weight": (base + ["--config", str(negative)], "weight"),
     }[case]
     message = _fails(args, capsys)
     assert expected in message
@@ -81,3 +86,18 @@ def test_register_then_apply_reproduces_warped(tmp_path: Path, images: dict[str,
 
     a, b = nib.load(out / "warped.nii.gz").get_fdata(), nib.load(applied).get_fdata()
     assert np.allclose(a, b, atol=1e-4 * np.ptp(a))
+
+
+def test_apply_refuses_a_warp_made_for_another_fixed_grid(tmp_path: Path, images: dict[str, str], capsys) -> None:
+    from torchalign.io.transforms import write_displacement
+
+    elsewhere = Grid.from_geometry((24, 20), spacing=(1.0, 1.0), origin=(200.0, 0.0))  # no overlap
+    warp = write_displacement(torch.zeros(1, 2, 24, 20), elsewhere, tmp_path / "warp.nii.gz")
+    out = tmp_path / "applied.nii.gz"
+    message = _fails(["apply", str(warp), "--moving", images["img2d_b"], "--fixed", images["img2d"], "-o", str(out)],
+                     capsys)
+    assert "warp.nii.gz" in message and "covers only 0 %" in message
+    assert not out.exists()
+    same = write_displacement(torch.zeros(1, 2, 24, 20), Grid((24, 20)), tmp_path / "same.nii.gz")
+    main(["apply", str(same), "--moving", images["img2d_b"], "--fixed", images["img2d"], "-o", str(out)])
+    assert out.exists()

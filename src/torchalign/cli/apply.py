@@ -5,9 +5,11 @@ import click
 import numpy as np
 import torch
 
+from ..errors import InputError
+from ..grid import Grid, apply_matrix
 from ..io import read_image, write_image
 from ..io.points import read_points, write_points
-from ..io.transforms import read_transform_chain
+from ..io.transforms import Displacement, read_transform_chain
 from ..resample import resample
 from ..transforms.chain import chain_transform
 from .options import interp_option, nan_to_option
@@ -27,11 +29,18 @@ ORDER_HELP = ("TRANSFORMS are ITK/ANTs linear files (.txt, .tfm, .mat) or displa
 @nan_to_option
 def apply_cmd(transforms: tuple[str, ...], moving: str, fixed: str, output: str, interp: str, pad: float,
               nan_to: float | None) -> None:
-    chain = chain_transform(read_transform_chain(list(transforms)))
+    items = read_transform_chain(list(transforms))
+    chain = chain_transform(items)
     src = read_image(moving, nan_to=nan_to)
     ref = read_image(fixed, nan_to=nan_to)
     if not (src.ndim == ref.ndim == chain.ndim):
         raise click.UsageError(f"dimensions differ: moving {src.ndim}-D, fixed {ref.ndim}-D, transforms {chain.ndim}-D")
+    if isinstance(items[0], Displacement):
+        covered = _fraction_inside(ref.grid, items[0].grid)
+        if covered < MIN_WARP_COVERAGE:
+            raise InputError(
+                f"{transforms[0]}: the warp's grid ({items[0].grid}) covers only {100 * covered:.0f} % of the fixed "
+                f"image {fixed} ({ref.grid}); a warp applies on the fixed grid it was computed for")
     out = resample(src, ref.grid, chain, interp=interp, padding=pad)
     if interp in ("nearest", "label"):
         out = out.with_data(out.data.to(src.data.dtype))
@@ -39,6 +48,17 @@ def apply_cmd(transforms: tuple[str, ...], moving: str, fixed: str, output: str,
     write_image(out, output, dtype=None if interp in ("nearest", "label") else np.float32,
                 inputs=[moving, fixed, *transforms])
     click.echo(f"wrote {output}")
+
+
+MIN_WARP_COVERAGE = 0.5  # a first warp covering less of the fixed image was made for another fixed image
+
+
+def _fraction_inside(grid: Grid, domain: Grid) -> float:
+    """Share of ``grid``'s voxel centres (every 4th along each axis) inside ``domain``'s extent."""
+    points = grid.points(torch.float64)[(slice(None, None, 4),) * grid.ndim].reshape(-1, grid.ndim)
+    voxels = apply_matrix(domain.voxel_from_world, points)
+    upper = torch.as_tensor(domain.shape, dtype=torch.float64) - 0.5
+    return float(((voxels >= -0.5) & (voxels <= upper)).all(-1).double().mean())
 
 
 @click.command("apply-points", help="Map a point file through a chain of transforms (fixed -> moving "
