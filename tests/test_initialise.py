@@ -213,3 +213,20 @@ def test_known_rigid_initialisations():
     assert _residual(init_moments(fixed, moving), truth, points) < 1.0
     searched = rotation_search(fixed, moving, angles_deg=[-30, -15, 0, 15, 30], refine_steps=4, size=24)
     assert _residual(searched, truth, points) < 1.5
+
+
+@pytest.mark.parametrize("metric", ["mi", "ncc"])
+def test_register_with_init_search_recovers_a_127_degree_rotation(metric):
+    """``init: search`` through the driver: candidates scored one by one with the first stage's metric."""
+    from torchalign.config import resolve_config
+    from torchalign.register import register
+
+    digit = _digit(2)
+    truth = _rigid(Rotation.from_euler("z", 127, degrees=True).as_matrix()[:2, :2], digit.grid.center(), [1, -0.5])
+    moving = _moved(digit, truth)
+    config = resolve_config("rigid", overrides={"init": "search", "metric": metric})
+    result = register(digit, moving, config)
+    assert abs(_angle_deg(result.init) - 127) <= 15  # the search found the basin
+    points = digit.grid.points(torch.float64)[digit.data[0, 0] > 0]
+    assert abs(_angle_deg(result.linear[0].numpy()) - 127) < 2
+    assert _residual(result.linear[0].numpy(), truth, points) < 0.5

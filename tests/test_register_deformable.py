@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import data_file
+
 from torchalign.cli import main
 from torchalign.config import RegistrationConfig, load_preset
 from torchalign.functional.jacobian import jacobian_det

@@ -51,8 +51,6 @@ class Stage(_Strict):
     tolerance: float = Field(1e-5, ge=0.0, description="Stop a level when the loss improves less than this "
                                                          "(relative) over `window` iterations.")
     window: int = Field(10, ge=2)
-    max_points: int | None = Field(None, ge=1000, description="Sample at most this many fixed voxels per "
-                                                              "iteration (random subset); None = all.")
 
     @field_validator("levels")
     @classmethod

@@ -17,11 +17,11 @@ from tqdm.auto import tqdm
 
 from . import initialise
 from .config import RegistrationConfig, Stage
+from .deformable import build, make_regularisers, regularisation
 from .errors import InputError
 from .functional.flow import resample_field
 from .functional.sampling import sample_affine, sample_world, sample_world_inside
 from .grid import Grid, apply_matrix
-from .deformable import build, make_regularisers, regularisation
 from .image import Image, normalize_intensity
 from .losses import make_similarity
 from .pyramid import level_grid, smooth_and_shrink
@@ -246,7 +246,7 @@ def initial_matrix(name: str, fixed: Image, moving: Image, fixed_mask: Image | N
         "com": lambda: initialise.init_center_of_mass(fixed, moving, fixed_mask, moving_mask),
         "moments": lambda: initialise.init_moments(fixed, moving, fixed_mask, moving_mask, loss=loss),
         "search": lambda: initialise.rotation_search(fixed, moving, loss, fixed_mask=fixed_mask,
-                                                     moving_mask=moving_mask, translation_steps=3),
+                                                     moving_mask=moving_mask, refine_steps=3),
     }
     return inits[name]()
 
@@ -317,7 +317,8 @@ def prepare_pair(fixed: Image, moving: Image, config: RegistrationConfig, fixed_
     mm = prepare_mask(None if moving_mask is None else moving_mask.to(dev), moving, "moving mask")
     f = prepare(fixed.to(dev), "fixed image", config.normalize, fm)
     m = prepare(moving.to(dev), "moving image", config.normalize, mm)
-    loss = make_similarity(config.stages[0].metric, **config.stages[0].metric_options)
+    # one score per candidate: the searches evaluate batches of candidate matrices
+    loss = make_similarity(config.stages[0].metric, reduction="none", **config.stages[0].metric_options)
     return Prepared(f, m, fm, mm, np.asarray(initial_matrix(config.init, f, m, fm, mm, loss), dtype=np.float64))
 
 
