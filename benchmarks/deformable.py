@@ -22,7 +22,8 @@ with the same code:
   torchalign: ``Result.inverse(Result.transform(x))`` directly. ANTs: its inverse transforms
   (``invtransforms``) as one field through :func:`torchalign.metrics.inverse_consistency` (the
   inverse sampled linearly at ``T(x)``). FireANTs: not reported (see :func:`run_fireants`).
-* **time**: wall seconds of the registration call alone (no imports, no file reading);
+* **time**: wall seconds of the registration call alone (no imports, no file reading; the first
+  ``torch.optim.Adam`` imports ``torch._dynamo``, ~1 s, so the worker makes one before the clock);
   **CPU**: process CPU seconds (user + system, all threads) of that call; **x syn**: the
   method's wall time over the ``syn`` row's in the same run.
 * **peak RSS**: the worker's ``ru_maxrss`` right after the registration call (imports, images and
@@ -148,6 +149,7 @@ def run_torchalign(method: str, fixed: str, moving: str, fixed_seg: str, work: P
 
     f, m = read_image(fixed), read_image(moving)
     config = VARIANTS[method][1]()
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # its first use imports torch._dynamo (~1 s): an import
     t0, c0 = time.perf_counter(), time.process_time()
     result = register(f, m, config)
     out = {"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0, "peak": _peak_mb()}
