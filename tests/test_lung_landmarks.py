@@ -8,8 +8,7 @@ the baseline field of view (51 of 100; the masks cover one lung). The transform 
 (baseline) points to moving (follow-up) points, so ``TRE = |T(p_baseline) - p_followup|``.
 
 Measured (2 loaded CPU cores, one thread): mean TRE 35.3 mm before; the quick config below 5.1 mm
-(~6 s); the ``syn`` preset with MSE 4.0 mm (median 3.5 mm, no folding, ~7 s with one thread; marked
-slow). The centre-of-mass
+(~6 s); the ``syn`` preset with MSE 4.0 mm (median 3.5 mm, no folding, ~7 s with one thread). The centre-of-mass
 initialisation alone already gives 4.7 mm: the masks only constrain the lung's outline, and
 breathing moves the interior non-uniformly (the follow-up lung is 18 % larger), so a few mm is the
 floor of mask-only registration here.
@@ -99,7 +98,6 @@ def _preset_with_mse(name: str) -> RegistrationConfig:
     return config
 
 
-@pytest.mark.slow
 def test_mask_registration_reduces_tre_syn_preset(lung) -> None:
     """The ``syn`` preset (rigid, affine, symmetric velocity fields) with MSE on the masks."""
     fixed, moving, fixed_points, moving_points = lung
