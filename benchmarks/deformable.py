@@ -263,21 +263,12 @@ def run_worker(method: str, paths: dict[str, Path], threads: int, work: Path) ->
 
 
 # ---- evaluation (same code for every method) --------------------------------------------------------
-def dice_mean(fixed_labels: np.ndarray, warped_labels: np.ndarray, labels: list[int]) -> float:
-    scores = []
-    for lab in labels:
-        a, b = fixed_labels == lab, warped_labels == lab
-        total = int(a.sum() + b.sum())
-        scores.append(1.0 if total == 0 else 2.0 * int((a & b).sum()) / total)
-    return float(np.mean(scores))
-
-
 def evaluate(field: np.ndarray, inverse: np.ndarray | None, paths: dict[str, Path], labels: list[int]) -> dict:
     import torch
 
     from torchalign.functional.jacobian import jacobian_det
     from torchalign.io import read_image
-    from torchalign.metrics import inverse_consistency, jacobian_stats
+    from torchalign.metrics import inverse_consistency, jacobian_stats, mean_dice
     from torchalign.resample import resample
     from torchalign.transforms.chain import FieldTransform
 
@@ -290,7 +281,7 @@ def evaluate(field: np.ndarray, inverse: np.ndarray | None, paths: dict[str, Pat
     with torch.no_grad():
         det = jacobian_det(u.double(), grid)[0].numpy()
     inside, whole = jacobian_stats(det, brain), jacobian_stats(det)
-    out = {"dice": dice_mean(fixed_labels, warped, labels), "fold": inside["fold_percent"],
+    out = {"dice": mean_dice(fixed_labels, warped, labels), "fold": inside["fold_percent"],
            "fold_all": whole["fold_percent"], "sdlogj": inside["sdlogj"], "min_det": whole["min"]}
     if inverse is not None:
         error, _ = inverse_consistency(u, grid, torch.from_numpy(inverse)[None], moving_seg.grid)
@@ -365,14 +356,17 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    labels = [int(x) for x in (BRAIN / "eval_labels.txt").read_text().split()]
+    from torchalign.metrics import mean_dice
+    from torchalign.metrics.evaluate import read_labels_file
+
+    labels = read_labels_file(BRAIN / "eval_labels.txt")
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         paths = quick_inputs(Path(tmp)) if args.quick else \
             {"fixed": FIXED, "moving": MOVING, "fixed_seg": FIXED_SEG, "moving_seg": MOVING_SEG}
         from torchalign.io import read_image
 
-        before = dice_mean(read_image(paths["fixed_seg"]).data[0, 0].numpy(),
+        before = mean_dice(read_image(paths["fixed_seg"]).data[0, 0].numpy(),
                            read_image(paths["moving_seg"]).data[0, 0].numpy(), labels)
         print(f"# Dice before registration {before:.4f}", flush=True)
         for method in methods:

@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from torchalign.config import Level, RegistrationConfig, Stage, resolve_config
+from torchalign.metrics import mean_dice
+from torchalign.metrics.evaluate import read_labels_file
 
 DATA = Path(os.environ.get("TORCHALIGN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 BRAIN = DATA / "brain3d"
@@ -177,16 +179,6 @@ def perturbation(center: np.ndarray) -> np.ndarray:
     return p
 
 
-def dice_mean(fixed_labels: np.ndarray, warped_labels: np.ndarray, labels: list[int]) -> float:
-    """Mean Dice over ``labels`` (numpy; a label absent from both images counts as 1)."""
-    scores = []
-    for lab in labels:
-        a, b = fixed_labels == lab, warped_labels == lab
-        total = int(a.sum() + b.sum())
-        scores.append(1.0 if total == 0 else 2.0 * int((a & b).sum()) / total)
-    return float(np.mean(scores))
-
-
 def warped_dice(matrix: np.ndarray) -> float:
     """Dice of subject_b_aseg pulled onto subject_a's grid through ``matrix`` (nearest neighbour)."""
     from torchalign.io import read_image
@@ -196,8 +188,8 @@ def warped_dice(matrix: np.ndarray) -> float:
     fixed = read_image(BRAIN / "subject_a_aseg.nii.gz")
     moving = read_image(BRAIN / "subject_b_aseg.nii.gz")
     warped = resample(moving, fixed.grid, MatrixTransform(matrix), interp="nearest")
-    labels = [int(x) for x in (BRAIN / "eval_labels.txt").read_text().split()]
-    return dice_mean(fixed.data[0, 0].numpy(), warped.data[0, 0].numpy(), labels)
+    labels = read_labels_file(BRAIN / "eval_labels.txt")
+    return mean_dice(fixed.data[0, 0].numpy(), warped.data[0, 0].numpy(), labels)
 
 
 def mask_error(matrix: np.ndarray, truth: np.ndarray, points: np.ndarray) -> float:

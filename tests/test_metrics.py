@@ -306,3 +306,11 @@ def test_evaluate_refuses_label_maps_on_different_grids_unless_asked_to_resample
     assert doc["labels"]["3"]["status"] == "ok" and doc["labels"]["3"]["dice"] > 0.5
     with pytest.raises(InputError, match="both the fixed and the warped"):
         evaluate(fixed_labels=fixed)
+
+
+def test_mean_dice_counts_labels_absent_from_both_as_one() -> None:
+    from torchalign.metrics import mean_dice
+
+    fixed = np.array([[1, 1, 2, 0]])
+    warped = np.array([[1, 0, 2, 2]])
+    assert mean_dice(fixed, warped, [1, 2, 9]) == pytest.approx((2 / 3 + 2 / 3 + 1.0) / 3)

@@ -6,10 +6,11 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..grid import Grid, apply_matrix
+from ..grid import Grid
 from ..io import read_image, write_image
 from ..io.points import read_points, write_points
 from ..io.transforms import Displacement, read_transform_chain
+from ..metrics.points import inside_extent
 from ..resample import resample
 from ..transforms.chain import chain_transform
 from .options import interp_option, nan_to_option
@@ -55,10 +56,8 @@ MIN_WARP_COVERAGE = 0.5  # a first warp covering less of the fixed image was mad
 
 def _fraction_inside(grid: Grid, domain: Grid) -> float:
     """Share of ``grid``'s voxel centres (every 4th along each axis) inside ``domain``'s extent."""
-    points = grid.points(torch.float64)[(slice(None, None, 4),) * grid.ndim].reshape(-1, grid.ndim)
-    voxels = apply_matrix(domain.voxel_from_world, points)
-    upper = torch.as_tensor(domain.shape, dtype=torch.float64) - 0.5
-    return float(((voxels >= -0.5) & (voxels <= upper)).all(-1).double().mean())
+    points = grid.points(torch.float64)[(slice(None, None, 4),) * grid.ndim]
+    return float(inside_extent(points, domain).double().mean())
 
 
 @click.command("apply-points", help="Map a point file through a chain of transforms (fixed -> moving "

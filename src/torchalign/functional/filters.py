@@ -123,7 +123,7 @@ _DIRECT_MAX_RADIUS = 3  # up to here, adding 2r shifted views beats cumulative s
 def _shifted_sum(x: Tensor, dim: int, r: int) -> Tensor:
     """``sum_{|j| <= r} x[i + j]`` along ``dim`` with zero padding, by adding shifted views."""
     n = x.shape[dim]
-    out = x.clone(memory_format=torch.contiguous_format)
+    out = x.clone()
     for j in range(1, min(r, n - 1) + 1):
         out.narrow(dim, j, n - j).add_(x.narrow(dim, 0, n - j))
         out.narrow(dim, 0, n - j).add_(x.narrow(dim, j, n - j))
@@ -139,11 +139,11 @@ def _box_sum(x: Tensor, radii: tuple[int, ...], out: Tensor | None = None) -> Te
     ``E[x^2] - E[x]^2``.
     """
     if max(radii) <= _DIRECT_MAX_RADIUS:
-        acc = x
+        acc = x.clone(memory_format=torch.contiguous_format)
         for axis, r in enumerate(radii):
             if r > 0:
                 acc = _shifted_sum(acc, axis + 2, r)
-        return acc.clone() if acc is x and out is None else (acc if out is None else out.copy_(acc))
+        return acc if out is None else out.copy_(acc)
     acc = x.to(torch.float64, memory_format=torch.contiguous_format, copy=True)
     spare: Tensor | None = None
     for axis, r in enumerate(radii):

@@ -134,6 +134,18 @@ def _sample_labels(data: Tensor, normalized: Tensor, padding: Padding) -> Tensor
     return out
 
 
+def _normalized_points(data: Tensor, grid: Grid, points: Tensor) -> Tensor:
+    """Check that ``data`` lies on ``grid`` and map world ``points (B, ..., D)`` to normalised coordinates."""
+    d = grid.ndim
+    if data.ndim != d + 2 or tuple(data.shape[2:]) != grid.shape:
+        raise InputError(f"data of shape {tuple(data.shape)} does not lie on a grid of shape {grid.shape}")
+    if points.ndim < 2 or points.shape[-1] != d:
+        raise InputError(f"points must be (B, ..., {d}), got {tuple(points.shape)}")
+    if not points.is_floating_point():
+        points = points.float()
+    return apply_matrix(normalized_from_voxel(grid.shape) @ grid.voxel_from_world, points)
+
+
 def sample_world(data: Tensor, grid: Grid, points: Tensor, interp: Interp = "linear",
                  padding: Padding = "zeros") -> Tensor:
     """Sample ``(B, C, *S)`` data lying on ``grid`` at world points ``(B, *Q, D)`` -> ``(B, C, *Q)``.
@@ -142,14 +154,7 @@ def sample_world(data: Tensor, grid: Grid, points: Tensor, interp: Interp = "lin
     side broadcasts against the other.
     """
     d = grid.ndim
-    if data.ndim != d + 2 or tuple(data.shape[2:]) != grid.shape:
-        raise InputError(f"data of shape {tuple(data.shape)} does not lie on a grid of shape {grid.shape}")
-    if points.ndim < 2 or points.shape[-1] != d:
-        raise InputError(f"points must be (B, ..., {d}), got {tuple(points.shape)}")
-    if not points.is_floating_point():
-        points = points.float()
-    norm_from_world = normalized_from_voxel(grid.shape) @ grid.voxel_from_world
-    normalized = apply_matrix(norm_from_world, points)
+    normalized = _normalized_points(data, grid, points)
     q = tuple(points.shape[1:-1])
     flat = normalized.reshape(points.shape[0], -1, *([1] * (d - 1)), d)
     out = sample_normalized(data, flat, interp, padding)
@@ -162,12 +167,9 @@ def sample_world_inside(data: Tensor, grid: Grid, points: Tensor) -> tuple[Tenso
     Returns ``(values (B, C, *Q), inside (B, 1, *Q) float)``; ``inside`` is exactly what sampling an
     extra channel of ones would give, at no interpolation cost (registration's overlap weight).
     """
-    d = grid.ndim
-    if data.ndim != d + 2 or tuple(data.shape[2:]) != grid.shape:
-        raise InputError(f"data of shape {tuple(data.shape)} does not lie on a grid of shape {grid.shape}")
-    if points.ndim != d + 2 or points.shape[-1] != d:
-        raise InputError(f"points must be (B, *Q, {d}) with {d} point axes, got {tuple(points.shape)}")
-    normalized = apply_matrix(normalized_from_voxel(grid.shape) @ grid.voxel_from_world, points)
+    if points.ndim != grid.ndim + 2:
+        raise InputError(f"points must be (B, *Q, {grid.ndim}) with {grid.ndim} point axes, got {tuple(points.shape)}")
+    normalized = _normalized_points(data, grid, points)
     if normalized.shape[0] != data.shape[0]:
         b = max(normalized.shape[0], data.shape[0])
         data, normalized = data.expand(b, *data.shape[1:]), normalized.expand(b, *normalized.shape[1:])

@@ -1,6 +1,8 @@
 """Label overlap: Dice and Jaccard per label, with empty labels reported as such (never 0 or NaN)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -54,6 +56,13 @@ def dice(a: ArrayLike, b: ArrayLike) -> float | None:
     a, b = _masks(a, b)
     total = int(a.sum()) + int(b.sum())
     return None if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def mean_dice(fixed: ArrayLike, warped: ArrayLike, labels: Sequence[int]) -> float:
+    """Mean Dice over ``labels`` of two label maps; a label absent from both counts as 1."""
+    fixed, warped = as_numpy(fixed), as_numpy(warped)
+    scores = [dice(fixed == k, warped == k) for k in labels]
+    return float(np.mean([1.0 if s is None else s for s in scores]))
 
 
 def jaccard(a: ArrayLike, b: ArrayLike) -> float | None:
