@@ -7,11 +7,17 @@ import scipy.ndimage as ndi
 import SimpleITK as sitk
 import torch
 from scipy.spatial.transform import Rotation
+from torch import Tensor
 
 from conftest import data_file
 from torchalign.errors import InputError
 from torchalign.functional.bspline_interp import bspline_coefficients, sample_cubic
-from torchalign.functional.sampling import normalized_from_voxel, sample_world, sample_world_inside
+from torchalign.functional.sampling import (
+    normalized_from_voxel,
+    sample_displaced,
+    sample_displaced_inside,
+    sample_world,
+)
 from torchalign.grid import Grid, apply_matrix
 from torchalign.image import Image
 from torchalign.io import read_image
@@ -285,16 +291,51 @@ def test_sample_affine_equals_mapping_every_point(shape: tuple[int, ...], rng: n
     torch.testing.assert_close(folded, mapped, atol=1e-9, rtol=0)
 
 
+def _displaced_case(ndim: int, matrix: str) -> tuple[Grid, Grid, Tensor, Tensor, Tensor | None]:
+    """Data on an oblique grid, a displacement on another grid, and no/one/per-pair world matrices."""
+    gen = torch.Generator().manual_seed(ndim)
+    d_grid = Grid.from_geometry((9, 7, 6)[:ndim], spacing=(1.5, 1.0, 2.0)[:ndim], origin=(3.0, -2.0, 1.0)[:ndim],
+                                direction=Rotation.from_rotvec([0.1, -0.2, 0.3]).as_matrix() if ndim == 3 else
+                                Rotation.from_rotvec([0, 0, 0.3]).as_matrix()[:2, :2])
+    u_grid = Grid.from_geometry((5, 8, 4)[:ndim], spacing=(2.0, 1.2, 2.5)[:ndim], origin=(1.0, -1.0, 2.0)[:ndim])
+    data = torch.rand(2, 2, *d_grid.shape, generator=gen, dtype=torch.float64)
+    disp = 3.0 * torch.randn(2, ndim, *u_grid.shape, generator=gen, dtype=torch.float64)
+    mats = torch.eye(ndim + 1, dtype=torch.float64).repeat(2, 1, 1)
+    mats[:, :ndim] += 0.1 * torch.randn(2, ndim, ndim + 1, generator=gen, dtype=torch.float64)
+    return d_grid, u_grid, data, disp, {"none": None, "shared": mats[:1], "per-pair": mats}[matrix]
+
+
+@pytest.mark.parametrize("padding", ["zeros", "border"])
+@pytest.mark.parametrize("matrix", ["none", "shared", "per-pair"])
 @pytest.mark.parametrize("ndim", [2, 3])
-def test_sample_world_inside_equals_sampling_a_channel_of_ones(ndim: int) -> None:
-    gen = torch.Generator().manual_seed(0)
-    shape = (9, 7, 5)[:ndim]
-    grid = Grid.from_geometry(shape, spacing=(1.5, 1.0, 2.0)[:ndim], origin=(3.0, -2.0, 1.0)[:ndim])
-    data = torch.rand(1, 2, *shape, generator=gen)
-    points = grid.points().unsqueeze(0) + 4.0 * torch.randn(1, *shape, ndim, generator=gen, dtype=torch.float64)
-    points = points.float()
-    values, inside = sample_world_inside(data, grid, points)
-    with_ones = sample_world(torch.cat([data, torch.ones_like(data[:, :1])], 1), grid, points)
+def test_sample_displaced_equals_sampling_the_mapped_points(ndim: int, matrix: str, padding: str) -> None:
+    """``A (x + u(x))`` folded into grid_sample coordinates gives sample_world's values and gradients."""
+    d_grid, u_grid, data, disp, mats = _displaced_case(ndim, matrix)
+    disp_a, disp_b = disp.clone().requires_grad_(), disp.clone().requires_grad_()
+    folded = sample_displaced(data, d_grid, disp_a, u_grid, mats, padding)
+    points = u_grid.points(torch.float64).unsqueeze(0) + disp_b.movedim(1, -1)
+    mapped = sample_world(data, d_grid, points if mats is None else apply_matrix(mats.expand(2, -1, -1), points),
+                          padding=padding)
+    torch.testing.assert_close(folded, mapped, atol=1e-10, rtol=0)
+    weights = torch.rand(folded.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (folded * weights).sum().backward()
+    (mapped * weights).sum().backward()
+    torch.testing.assert_close(disp_a.grad, disp_b.grad, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_sample_displaced_inside_equals_sampling_a_channel_of_ones(ndim: int) -> None:
+    d_grid, u_grid, data, disp, mats = _displaced_case(ndim, "per-pair")
+    values, inside = sample_displaced_inside(data, d_grid, disp, u_grid, mats)
+    with_ones = sample_displaced(torch.cat([data, torch.ones_like(data[:, :1])], 1), d_grid, disp, u_grid, mats)
     torch.testing.assert_close(values, with_ones[:, :2])
     torch.testing.assert_close(inside, with_ones[:, 2:])
     assert 0 < float(inside.mean()) < 1  # some points fell outside
+
+
+def test_sample_displaced_refuses_a_displacement_off_its_grid() -> None:
+    d_grid, u_grid, data, disp, _ = _displaced_case(3, "none")
+    with pytest.raises(InputError, match="displacement must be"):
+        sample_displaced(data, d_grid, disp[:, :2], u_grid)
+    with pytest.raises(InputError, match="does not lie on a grid"):
+        sample_displaced(data[..., :-1], d_grid, disp, u_grid)

@@ -20,8 +20,8 @@ from .config import RegistrationConfig, Stage
 from .deformable import build, make_regularisers, regularisation
 from .errors import InputError
 from .functional.flow import resample_field
-from .functional.sampling import sample_affine, sample_world, sample_world_inside
-from .grid import Grid, apply_matrix
+from .functional.sampling import sample_affine, sample_displaced, sample_displaced_inside
+from .grid import Grid
 from .image import Image, normalize_intensity
 from .losses import make_similarity
 from .pyramid import level_grid, smooth_and_shrink
@@ -62,11 +62,10 @@ class Result:
 
 @dataclass
 class Problem:
-    """One pyramid level, ready to evaluate: fixed data and points, moving data with a weight channel."""
+    """One pyramid level, ready to evaluate: fixed data on its grid, moving data with a weight channel."""
 
     fixed: Tensor  # (1, C, *S)
     fixed_mask: Tensor | None  # (1, 1, *S)
-    points: Tensor  # (1, *S, D) fixed world points
     grid: Grid
     moving: Tensor  # (1, C + 1, *S_m): intensities and the moving mask (or ones) as last channel
     moving_grid: Grid
@@ -115,8 +114,7 @@ def build_problem(fixed: Image, moving: Image, fixed_mask: Image | None, moving_
         fm = (smooth_and_shrink(fixed_mask, f_grid, 0.0).data > 0.5).float()
     weight = torch.ones_like(m.data[:, :1]) if moving_mask is None else \
         (smooth_and_shrink(moving_mask, m_grid, 0.0).data > 0.5).float()
-    points = f_grid.points(device=fixed.device).unsqueeze(0)
-    return Problem(f.data, fm, points, f_grid, torch.cat([m.data, weight], 1), m_grid, moving_mask is not None)
+    return Problem(f.data, fm, f_grid, torch.cat([m.data, weight], 1), m_grid, moving_mask is not None)
 
 
 def evaluate(problem: Problem, transform: SpatialTransform, similarity: Callable[..., Tensor],
@@ -134,8 +132,7 @@ def evaluate(problem: Problem, transform: SpatialTransform, similarity: Callable
         sampled = sample_affine(problem.moving, problem.moving_grid, transform.matrix(), problem.grid)
     else:
         disp = transform.displacement(problem.grid)
-        q = apply_matrix(linear[0] if linear.shape[0] == 1 else linear, problem.points + disp.movedim(1, -1))
-        sampled = sample_world(problem.moving, problem.moving_grid, q, "linear", "zeros")
+        sampled = sample_displaced(problem.moving, problem.moving_grid, disp, problem.grid, linear)
         reg = regularisation(list(regularisers), disp, problem.grid)
     c = problem.fixed.shape[1]
     warped, weight = sampled[:, :c], sampled[:, c:]
@@ -157,19 +154,18 @@ def evaluate_midspace(problem: Problem, transform: SymmetricVelocity, similarity
     grid, field_grid = problem.grid, transform.field_grid
     halves = (to_fixed.field(), to_moving.field())
     reg = sum(regularisation(list(regularisers), u, field_grid) for u in halves)
-    u_f, u_m = (resample_field(u, field_grid, grid).movedim(1, -1) for u in halves)
+    u_f, u_m = (resample_field(u, field_grid, grid) for u in halves)
     c = problem.fixed.shape[1]
     if problem.fixed_mask is None:
-        fixed, fixed_weight = sample_world_inside(problem.fixed, grid, problem.points + u_f)
+        fixed, fixed_weight = sample_displaced_inside(problem.fixed, grid, u_f, grid)
     else:
-        both = sample_world(torch.cat([problem.fixed, problem.fixed_mask], 1), grid, problem.points + u_f)
+        both = sample_displaced(torch.cat([problem.fixed, problem.fixed_mask], 1), grid, u_f, grid)
         fixed, fixed_weight = both[:, :c], both[:, c:]
-    q = apply_matrix(linear[0] if linear.shape[0] == 1 else linear, problem.points + u_m)
     if problem.moving_masked:
-        both = sample_world(problem.moving, problem.moving_grid, q)
+        both = sample_displaced(problem.moving, problem.moving_grid, u_m, grid, linear)
         moving, moving_weight = both[:, :c], both[:, c:]
     else:
-        moving, moving_weight = sample_world_inside(problem.moving[:, :c], problem.moving_grid, q)
+        moving, moving_weight = sample_displaced_inside(problem.moving[:, :c], problem.moving_grid, u_m, grid, linear)
     mask = (fixed_weight * moving_weight).clamp(0.0, 1.0)
     return similarity(fixed, moving, mask) + reg
 

@@ -94,7 +94,7 @@ def stack_problems(problems: Sequence[Problem]) -> tuple[Problem, Tensor, Tensor
     if any(p.fixed_mask is not None for p in problems):
         masks = torch.cat([p.fixed_mask if p.fixed_mask is not None else torch.ones_like(p.fixed[:, :1])
                            for p in problems])
-    stacked = Problem(torch.cat([p.fixed for p in problems]), masks, first.points, first.grid,
+    stacked = Problem(torch.cat([p.fixed for p in problems]), masks, first.grid,
                       torch.cat([p.moving for p in problems]), first.moving_grid)
     left = _world_maps([p.moving_grid for p in problems], first.moving_grid, True, dev)
     right = _world_maps([p.grid for p in problems], first.grid, False, dev)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..grid import Grid
-from .sampling import sample_world
+from .sampling import sample_affine, sample_displaced, sample_world
 
 
 def _check_field(field: Tensor, grid: Grid, name: str) -> None:
@@ -24,11 +24,6 @@ def _check_field(field: Tensor, grid: Grid, name: str) -> None:
         raise InputError(f"{name} must be (B, {d}, *{grid.shape}) on its grid, got {tuple(field.shape)}")
     if not field.is_floating_point():
         raise InputError(f"{name} must be a floating-point tensor, got {field.dtype}")
-
-
-def _points(grid: Grid, like: Tensor) -> Tensor:
-    """Voxel-centre world points ``(1, *S, D)`` in the dtype/device of ``like``."""
-    return grid.points(dtype=like.dtype, device=like.device).unsqueeze(0)
 
 
 def sample_field(field: Tensor, grid: Grid, points: Tensor) -> Tensor:
@@ -53,7 +48,8 @@ def resample_field(field: Tensor, grid: Grid, onto: Grid) -> Tensor:
     if onto.same_as(grid.resize(onto.shape), atol=1e-9):
         mode = ("bilinear", "trilinear")[grid.ndim - 2]
         return F.interpolate(field, size=onto.shape, mode=mode, align_corners=False)
-    return sample_world(field, grid, _points(onto, field), interp="linear", padding="border")
+    identity = torch.eye(grid.ndim + 1, dtype=torch.float64, device=field.device)
+    return sample_affine(field, grid, identity, onto, padding="border")
 
 
 def compose_fields(first: Tensor, second: Tensor, grid: Grid, second_grid: Grid | None = None) -> Tensor:
@@ -65,8 +61,7 @@ def compose_fields(first: Tensor, second: Tensor, grid: Grid, second_grid: Grid 
     _check_field(first, grid, "first")
     second_grid = grid if second_grid is None else second_grid
     _check_field(second, second_grid, "second")
-    x = _points(grid, first)
-    return first + sample_world(second, second_grid, x + first.movedim(1, -1), padding="border")
+    return first + sample_displaced(second, second_grid, first, grid, padding="border")
 
 
 def integrate_velocity(velocity: Tensor, grid: Grid, steps: int = 7, exact_grad: bool = True) -> Tensor:
@@ -84,10 +79,9 @@ def integrate_velocity(velocity: Tensor, grid: Grid, steps: int = 7, exact_grad:
         with torch.no_grad():
             u = integrate_velocity(velocity, grid, steps)
         return velocity + (u - velocity).detach()  # value exp(v) - id, gradient identity
-    x = _points(grid, velocity)
     u = velocity / (2**steps)
     for _ in range(steps):
-        u = u + sample_world(u, grid, x + u.movedim(1, -1), padding="border")
+        u = u + sample_displaced(u, grid, u, grid, padding="border")
     return u
 
 
@@ -115,11 +109,10 @@ def invert_field(disp: Tensor, grid: Grid, iterations: int = 30, tol: float = 1e
         raise InputError(f"iterations must be >= 0, got {iterations}")
     if tol < 0:
         raise InputError(f"tol must be >= 0, got {tol}")
-    x = _points(grid, disp)
     inverse = -disp
     done = 0
     while True:
-        pulled = sample_world(disp, grid, x + inverse.movedim(1, -1), padding="border")
+        pulled = sample_displaced(disp, grid, inverse, grid, padding="border")
         error = (inverse + pulled).norm(dim=1).flatten(1)
         if done == iterations or float(error.max()) <= tol:
             break
