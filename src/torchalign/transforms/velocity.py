@@ -69,12 +69,24 @@ class _Exponential(SpatialTransform):
         """Displacement of ``exp(v)`` on ``field_grid``: ``(B, D, *S')``."""
         return integrate_velocity(self.velocity_field(), self.field_grid, self.steps, self.exact_grad)
 
+    def half_field(self) -> Tensor:
+        """Displacement of ``exp(v / 2)`` on ``field_grid`` (all squarings but the last): ``(B, D, *S')``."""
+        return integrate_velocity(self.velocity_field() / 2, self.field_grid, self.steps - 1, self.exact_grad)
+
     def forward(self, points: Tensor) -> Tensor:
-        return _apply_field(points, self.field(), self.field_grid)
+        """``exp(v)`` at any points: the last squaring, ``exp(v/2) o exp(v/2)``, is done at the points
+        themselves rather than read from a field interpolated on ``field_grid`` (half the error)."""
+        if self.steps == 0:
+            return _apply_field(points, self.field(), self.field_grid)
+        half = self.half_field()
+        return _apply_field(_apply_field(points, half, self.field_grid), half, self.field_grid)
 
     def displacement(self, grid: Grid) -> Tensor:
-        """``(B, D, *S)`` on ``grid``: integrated on the field grid, linearly resampled if ``grid`` differs."""
-        return resample_field(self.field(), self.field_grid, grid)
+        """``(B, D, *S)`` on ``grid``, equal to :meth:`forward` at its voxel centres."""
+        if self.steps == 0:
+            return resample_field(self.field(), self.field_grid, grid)
+        half = self.half_field()
+        return compose_fields(resample_field(half, self.field_grid, grid), half, grid, self.field_grid)
 
     def extra_repr(self) -> str:
         return f"field_grid={self.field_grid}, steps={self.steps}, sign={self.sign:+g}, batch={self.batch}"
@@ -172,20 +184,26 @@ class SymmetricVelocity(SpatialTransform):
     def _exp(self, velocity: Tensor) -> Tensor:
         return integrate_velocity(velocity, self.field_grid, self.steps, self.exact_grad)
 
+    def _halfway(self) -> tuple[Tensor, Tensor]:
+        """``exp(v_f)`` and ``exp(-v_m)`` on ``field_grid`` (one integration when tied)."""
+        v_f, v_m = self.velocities()
+        to_mid = self._exp(v_f)
+        return to_mid, to_mid if self.tied else self._exp(-v_m)
+
     def field(self) -> Tensor:
         """Displacement of ``T`` on ``field_grid``: ``u_f(x) + u_m'(x + u_f(x))`` with ``u_m' = exp(-v_m) - id``."""
         return self.displacement(self.field_grid)
 
     def forward(self, points: Tensor) -> Tensor:
-        return _apply_field(points, self.field(), self.field_grid)
+        """``T`` at any points: the halves are applied one after the other at the points themselves."""
+        to_mid, to_moving = self._halfway()
+        return _apply_field(_apply_field(points, to_mid, self.field_grid), to_moving, self.field_grid)
 
     def displacement(self, grid: Grid) -> Tensor:
-        """``(B, D, *S)`` on ``grid``: both halves integrated on the field grid, resampled onto ``grid``
-        and composed there (composing on a finer grid halves the interpolation error of ``T``)."""
-        v_f, v_m = self.velocities()
-        to_mid = resample_field(self._exp(v_f), self.field_grid, grid)
-        to_moving = to_mid if self.tied else resample_field(self._exp(-v_m), self.field_grid, grid)
-        return compose_fields(to_mid, to_moving, grid)
+        """``(B, D, *S)`` on ``grid``, equal to :meth:`forward` at its voxel centres: the halves are
+        composed at ``grid``'s points (on a finer grid, half the interpolation error of ``T``)."""
+        to_mid, to_moving = self._halfway()
+        return compose_fields(resample_field(to_mid, self.field_grid, grid), to_moving, grid, self.field_grid)
 
     def inverse(self) -> SymmetricVelocity:
         """``exp(-v_f) o exp(v_m)``: the velocities swapped (shared parameters)."""
