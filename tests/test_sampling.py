@@ -339,3 +339,25 @@ def test_sample_displaced_refuses_a_displacement_off_its_grid() -> None:
         sample_displaced(data, d_grid, disp[:, :2], u_grid)
     with pytest.raises(InputError, match="does not lie on a grid"):
         sample_displaced(data[..., :-1], d_grid, disp, u_grid)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_volume_sampled_in_point_chunks_equals_one_grid_sample(channels: int) -> None:
+    """With several threads one volume's points are split across the batch: same values and gradients."""
+    from torchalign.functional.sampling import _linear_border, _point_chunks
+
+    gen = torch.Generator().manual_seed(0)
+    data = torch.rand(1, channels, 20, 18, 16, generator=gen)
+    coords = (2.4 * torch.rand(1, 40, 30, 60, 3, generator=gen) - 1.2).requires_grad_()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert _point_chunks(data, coords) == 4
+        chunked = _linear_border(data, coords)
+    finally:
+        torch.set_num_threads(threads)
+    (grad,) = torch.autograd.grad(chunked.square().sum(), coords)
+    whole = torch.nn.functional.grid_sample(data, coords, mode="bilinear", padding_mode="border", align_corners=True)
+    (expected,) = torch.autograd.grad(whole.square().sum(), coords)
+    torch.testing.assert_close(chunked, whole)
+    torch.testing.assert_close(grad, expected)

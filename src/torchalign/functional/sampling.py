@@ -83,9 +83,9 @@ def sample_normalized(data: Tensor, normalized: Tensor, interp: Interp = "linear
     grid = _to_grid_sample(normalized).to(data.dtype if data.is_floating_point() else torch.float32)
     src = data if data.is_floating_point() else data.float()
     if padding == "border":
-        return F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        return _linear_border(src, grid)
     value = 0.0 if padding == "zeros" else float(padding)
-    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    out = _linear_border(src, grid)
     inside = _inside(normalized, shape).unsqueeze(1)
     return torch.where(inside, out, torch.as_tensor(value, dtype=out.dtype, device=out.device))
 
@@ -189,9 +189,9 @@ def sample_affine(data: Tensor, grid: Grid, matrix: Tensor, onto: Grid, padding:
     base = F.affine_grid(theta.expand(b, -1, -1), [b, 1, *onto.shape], align_corners=True)
     src = data.expand(b, *data.shape[1:]) if data.shape[0] != b else data
     if padding == "border":
-        return F.grid_sample(src, base, mode="bilinear", padding_mode="border", align_corners=True)
+        return _linear_border(src, base)
     value = 0.0 if padding == "zeros" else float(padding)
-    out = F.grid_sample(src, base, mode="bilinear", padding_mode="border", align_corners=True)
+    out = _linear_border(src, base)
     inside = _inside(base.flip(-1), grid.shape).unsqueeze(1)
     return torch.where(inside, out, torch.as_tensor(value, dtype=out.dtype, device=out.device))
 
@@ -263,4 +263,34 @@ def _grid_sample(data: Tensor, grid: Grid, coords: Tensor) -> Tensor:
         raise InputError(f"data of shape {tuple(data.shape)} does not lie on a grid of shape {grid.shape}")
     b = max(data.shape[0], coords.shape[0])
     data, coords = data.expand(b, *data.shape[1:]), coords.expand(b, *coords.shape[1:])
-    return F.grid_sample(data, coords.to(data.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+    return _linear_border(data, coords.to(data.dtype))
+
+
+def _linear_border(data: Tensor, coords: Tensor) -> Tensor:
+    """``F.grid_sample`` (bilinear, border, align_corners) of ``(B, C, *S)`` at ``(B, *Q, D)`` -> ``(B, C, *Q)``.
+
+    PyTorch's CPU kernel for volumes parallelises over the batch alone, so one volume sampled at
+    many points would use one thread: its points are then split into chunks folded into the batch
+    (the data is expanded, not copied), ~2x faster on 2 threads. Data that needs a gradient is
+    sampled in one piece (the kernel would allocate one gradient volume per chunk).
+    """
+    chunks = _point_chunks(data, coords)
+    if chunks == 1:
+        return F.grid_sample(data, coords, mode="bilinear", padding_mode="border", align_corners=True)
+    q = coords.shape[1:-1]
+    flat = coords.reshape(chunks, -1, 1, 1, coords.shape[-1])
+    out = F.grid_sample(data.expand(chunks, *data.shape[1:]), flat, mode="bilinear", padding_mode="border",
+                        align_corners=True)  # (chunks, C, Q / chunks, 1, 1)
+    return out.movedim(0, 1).reshape(1, data.shape[1], *q)
+
+
+def _point_chunks(data: Tensor, coords: Tensor, min_points: int = 1 << 16) -> int:
+    """How many chunks :func:`_linear_border` splits the points into (1: sample as is)."""
+    threads = torch.get_num_threads()
+    if data.device.type != "cpu" or data.ndim != 5 or threads == 1 or data.shape[0] != 1 or \
+            coords.shape[0] != 1 or data.requires_grad:
+        return 1
+    points = coords[..., 0].numel()
+    if points < min_points:
+        return 1
+    return next((k for k in range(2 * threads, 1, -1) if points % k == 0), 1)
