@@ -40,11 +40,13 @@ def normalized_from_voxel(shape: tuple[int, ...]) -> np.ndarray:
     return m
 
 
-def _inside(normalized: Tensor, shape: tuple[int, ...]) -> Tensor:
+def _inside(normalized: Tensor, shape: tuple[int, ...], reversed_axes: bool = False) -> Tensor:
     """``(B, *Q)`` mask of points within the extent ``[-0.5, n - 0.5)`` voxels (half-open, as ITK's
-    ``IsInsideBuffer``), from normalised coordinates ``(B, *Q, D)``."""
+    ``IsInsideBuffer``), from normalised coordinates ``(B, *Q, D)`` (in ``grid_sample``'s reversed
+    axis order if ``reversed_axes``)."""
     half = torch.tensor([1.0 + 1.0 / (n - 1) if n > 1 else 1.0 for n in shape], dtype=normalized.dtype,
                         device=normalized.device)
+    half = half.flip(0) if reversed_axes else half
     return ((normalized >= -half) & (normalized < half)).all(-1)
 
 
@@ -192,7 +194,7 @@ def sample_affine(data: Tensor, grid: Grid, matrix: Tensor, onto: Grid, padding:
         return _linear_border(src, base)
     value = 0.0 if padding == "zeros" else float(padding)
     out = _linear_border(src, base)
-    inside = _inside(base.flip(-1), grid.shape).unsqueeze(1)
+    inside = _inside(base, grid.shape, reversed_axes=True).unsqueeze(1)
     return torch.where(inside, out, torch.as_tensor(value, dtype=out.dtype, device=out.device))
 
 
@@ -217,18 +219,18 @@ def displaced_coordinates(disp: Tensor, disp_grid: Grid, grid: Grid, matrix: Ten
     left = left if left.ndim == 3 else left.unsqueeze(0)
     k = (left @ torch.tensor(disp_grid.world_from_voxel, dtype=torch.float64, device=disp.device))[:, :d]
     h, k = left[:, :d, :d].to(disp.dtype), k.to(disp.dtype)
-    coords = torch.matmul(h, disp.flatten(2)).view(-1, d, *disp_grid.shape)
+    base = torch.empty(k.shape[0], d, *disp_grid.shape, dtype=disp.dtype, device=disp.device)
     ramps = [torch.arange(n, dtype=disp.dtype, device=disp.device) for n in disp_grid.shape]
-    batch = coords.shape[0]
-    for c in range(d):
-        term = k[:, c, d].view(-1, *([1] * d)).expand(batch, *([1] * d))
+    ones = [1] * d
+    for c in range(d):  # voxel term: a sum of 1-D ramps broadcast over the grid
+        term = k[:, c, d].view(-1, *ones)
         for j in range(d):
             if bool((k[:, c, j] != 0).any()):
-                shape = [1] * d
-                shape[j] = -1
-                term = term + k[:, c, j].view(-1, *([1] * d)) * ramps[j].view(shape)
-        coords[:, c] += term
-    return coords.movedim(1, -1)
+                term = term + k[:, c, j].view(-1, *ones) * ramps[j].view(*ones[:j], -1, *ones[j + 1:])
+        base[:, c] = term
+    b = max(base.shape[0], disp.shape[0])
+    coords = torch.baddbmm(base.flatten(2).expand(b, -1, -1), h.expand(b, -1, -1), disp.flatten(2).expand(b, -1, -1))
+    return coords.view(b, d, *disp_grid.shape).movedim(1, -1)
 
 
 def sample_displaced(data: Tensor, grid: Grid, disp: Tensor, disp_grid: Grid, matrix: Tensor | None = None,
@@ -244,7 +246,7 @@ def sample_displaced(data: Tensor, grid: Grid, disp: Tensor, disp_grid: Grid, ma
         return out
     if padding != "zeros":
         raise InputError(f"padding must be 'zeros' or 'border', got {padding!r}")
-    return out * _inside(coords.flip(-1), grid.shape).unsqueeze(1)
+    return out * _inside(coords, grid.shape, reversed_axes=True).unsqueeze(1)
 
 
 def sample_displaced_inside(data: Tensor, grid: Grid, disp: Tensor, disp_grid: Grid,
@@ -253,7 +255,7 @@ def sample_displaced_inside(data: Tensor, grid: Grid, disp: Tensor, disp_grid: G
     extent: ``(values (B, C, *S), inside (B, 1, *S) float)``; ``inside`` is exactly what sampling an extra
     channel of ones would give, at no interpolation cost (registration's overlap weight)."""
     coords = displaced_coordinates(disp, disp_grid, grid, matrix)
-    inside = _inside(coords.flip(-1), grid.shape).unsqueeze(1).to(data.dtype)
+    inside = _inside(coords, grid.shape, reversed_axes=True).unsqueeze(1).to(data.dtype)
     return _grid_sample(data, grid, coords) * inside, inside
 
 
@@ -278,9 +280,10 @@ def _linear_border(data: Tensor, coords: Tensor) -> Tensor:
     if chunks == 1:
         return F.grid_sample(data, coords, mode="bilinear", padding_mode="border", align_corners=True)
     q = coords.shape[1:-1]
-    flat = coords.reshape(chunks, -1, 1, 1, coords.shape[-1])
-    out = F.grid_sample(data.expand(chunks, *data.shape[1:]), flat, mode="bilinear", padding_mode="border",
-                        align_corners=True)  # (chunks, C, Q / chunks, 1, 1)
+    # split the first point axis: always a view, whatever the layout of ``coords``
+    split = coords.view(chunks, q[0] // chunks, *q[1:], coords.shape[-1])
+    out = F.grid_sample(data.expand(chunks, *data.shape[1:]), split, mode="bilinear", padding_mode="border",
+                        align_corners=True)  # (chunks, C, Q0 / chunks, *Q[1:])
     return out.movedim(0, 1).reshape(1, data.shape[1], *q)
 
 
@@ -290,7 +293,6 @@ def _point_chunks(data: Tensor, coords: Tensor, min_points: int = 1 << 16) -> in
     if data.device.type != "cpu" or data.ndim != 5 or threads == 1 or data.shape[0] != 1 or \
             coords.shape[0] != 1 or data.requires_grad:
         return 1
-    points = coords[..., 0].numel()
-    if points < min_points:
+    if coords[..., 0].numel() < min_points:
         return 1
-    return next((k for k in range(2 * threads, 1, -1) if points % k == 0), 1)
+    return next((k for k in range(2 * threads, 1, -1) if coords.shape[1] % k == 0), 1)
