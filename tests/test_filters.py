@@ -156,3 +156,23 @@ def test_downsample_removes_aliasing(rng):
 def test_bad_input_raises_input_error_naming_the_argument(call, word):
     with pytest.raises(InputError, match=word.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):
         call()
+
+
+@pytest.mark.parametrize("radii", [(2, 1, 3), (0, 2, 0), (1, 0, 1), (2, 2, 2)])
+def test_box_sum_into_itself_a_new_tensor_or_another_equals_scipy(rng, radii):
+    """Zero-padded window sums (the LNCC kernel) written in place, to a new tensor or into ``out``,
+    including an axis of one voxel."""
+    from scipy.ndimage import correlate
+
+    from torchalign.functional.filters import _box_sum
+
+    x = rng.normal(size=(1, 2, 9, 7, 1))
+    expected = correlate(x, np.ones((1, 1, *(2 * r + 1 for r in radii))), mode="constant", cval=0.0)
+    t = torch.from_numpy(x.copy())
+    np.testing.assert_allclose(_box_sum(t, radii).numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(t.numpy(), x)  # the input is untouched
+    other = torch.empty_like(t)
+    assert _box_sum(t, radii, out=other) is other
+    np.testing.assert_allclose(other.numpy(), expected, atol=1e-12)
+    assert _box_sum(t, radii, out=t) is t
+    np.testing.assert_allclose(t.numpy(), expected, atol=1e-12)

@@ -120,11 +120,16 @@ def _window_sum(c: Tensor, dim: int, r: int, out: Tensor) -> None:
 _DIRECT_MAX_RADIUS = 3  # up to here, adding 2r shifted views beats cumulative sums (~2x at r = 2)
 
 
-def _shifted_sum(x: Tensor, dim: int, r: int) -> Tensor:
-    """``sum_{|j| <= r} x[i + j]`` along ``dim`` with zero padding, by adding shifted views."""
+def _shifted_sum(x: Tensor, dim: int, r: int, out: Tensor) -> Tensor:
+    """``out[i] = sum_{|j| <= r} x[i + j]`` along ``dim`` with zero padding, by adding shifted views
+    (``0 < r``, ``out`` distinct from ``x``); the first shift is fused with the copy of ``x``."""
     n = x.shape[dim]
-    out = x.clone()
-    for j in range(1, min(r, n - 1) + 1):
+    if n == 1:
+        return out.copy_(x)
+    torch.add(x.narrow(dim, 1, n - 1), x.narrow(dim, 0, n - 1), out=out.narrow(dim, 1, n - 1))
+    out.narrow(dim, 0, 1).copy_(x.narrow(dim, 0, 1))
+    out.narrow(dim, 0, n - 1).add_(x.narrow(dim, 1, n - 1))
+    for j in range(2, min(r, n - 1) + 1):
         out.narrow(dim, j, n - j).add_(x.narrow(dim, 0, n - j))
         out.narrow(dim, 0, n - j).add_(x.narrow(dim, j, n - j))
     return out
@@ -134,16 +139,25 @@ def _box_sum(x: Tensor, radii: tuple[int, ...], out: Tensor | None = None) -> Te
     """Window sums with zero padding, ``sum_{|j - i| <= r} x[j]`` per axis (no autograd).
 
     Written into ``out`` (which may be ``x``) or a new tensor. Small radii add shifted views (at most
-    7 terms per axis, no drift); larger ones take differences of cumulative sums accumulated in
-    float64: float32 cumulative sums drift enough (~1e-5 relative at 160x192x224) to break
-    ``E[x^2] - E[x]^2``.
+    7 terms per axis, no drift; two buffers in turn); larger ones take differences of cumulative sums
+    accumulated in float64: float32 cumulative sums drift enough (~1e-5 relative at 160x192x224) to
+    break ``E[x^2] - E[x]^2``.
     """
     if max(radii) <= _DIRECT_MAX_RADIUS:
-        acc = x.clone(memory_format=torch.contiguous_format)
-        for axis, r in enumerate(radii):
-            if r > 0:
-                acc = _shifted_sum(acc, axis + 2, r)
-        return acc if out is None else out.copy_(acc)
+        axes = [(axis + 2, r) for axis, r in enumerate(radii) if r > 0]
+        acc, buffers = x, []
+        for i, (dim, r) in enumerate(axes):
+            if i == len(axes) - 1 and out is not None and out is not acc:
+                dest = out
+            elif len(buffers) < 2:
+                dest = torch.empty_like(x, memory_format=torch.contiguous_format)
+                buffers.append(dest)
+            else:
+                dest = buffers[0] if acc is buffers[1] else buffers[1]
+            acc = _shifted_sum(acc, dim, r, dest)
+        if out is not None:
+            return acc if acc is out else out.copy_(acc)
+        return acc if acc is not x else x.clone()
     acc = x.to(torch.float64, memory_format=torch.contiguous_format, copy=True)
     spare: Tensor | None = None
     for axis, r in enumerate(radii):
