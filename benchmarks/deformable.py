@@ -4,7 +4,7 @@
     python benchmarks/deformable.py --methods syn,ants-synquick
     python benchmarks/deformable.py --quick                  # the pair at 2 mm: a smoke run of a few minutes
     python benchmarks/deformable.py --profile syn            # cProfile of one torchalign method, top 15 by cumtime
-    python benchmarks/deformable.py --methods syn,syn-fast,syn-stride2 ...   # preset variants (see VARIANTS)
+    python benchmarks/deformable.py --methods syn,syn-diffusion1   # presets and variants (see VARIANTS)
 
 The pair: ``brain3d/subject_b_t1`` (moving) to ``subject_a_t1`` (fixed), 160x192x224 at 1 mm,
 already affinely aligned (identity affine). Each method runs in a fresh subprocess (one at a
@@ -67,26 +67,16 @@ def _preset(name: str) -> Callable[[], Any]:
     return make
 
 
-def _variant(preset: str, levels: list[tuple[float, float, int]] | None = None, linear: bool = True,
-             **options: Any) -> Callable[[], Any]:
-    """A preset with its deformable stage's levels/options replaced (``radius``: LNCC radius,
-    ``diffusion``: regulariser weight, others: ``transform_options``); ``linear=False`` drops the
+def _variant(preset: str, linear: bool = True, diffusion: float | None = None) -> Callable[[], Any]:
+    """A preset with its deformable stage's diffusion weight replaced; ``linear=False`` drops the
     rigid and affine stages (``init: none``; the pair is already affinely aligned)."""
     def make() -> Any:
-        from torchalign.config import Level, load_preset
+        from torchalign.config import load_preset
 
         config = load_preset(preset)
         stage = config.stages[-1]
-        opts = dict(options)
-        if levels is not None:
-            stage.levels = [Level(shrink=s, sigma=g, iterations=n) for s, g, n in levels]
-        radius = opts.pop("radius", None)
-        if radius is not None:
-            stage.metric_options = {**stage.metric_options, "radius": radius}
-        diffusion = opts.pop("diffusion", None)
         if diffusion is not None:
             stage.regularisers = [r.model_copy(update={"weight": diffusion}) for r in stage.regularisers]
-        stage.transform_options = {**stage.transform_options, **opts}
         if not linear:
             config = config.model_copy(update={"init": "none", "stages": [stage]})
         return config
@@ -99,21 +89,9 @@ VARIANTS: dict[str, tuple[str, Callable[[], Any]]] = {
     "ffd": ("torchalign `ffd` preset", _preset("ffd")),
     "dense": ("torchalign `dense` preset", _preset("dense")),
     # variants of the syn preset (only its deformable stage changes unless said)
-    "syn-stride2": ("syn, velocities at half each level's resolution (stride 2)", _variant("syn", stride=2)),
-    # grad_sigma is in voxels of the velocity grid: 1.5 at stride 2 is the preset's smoothing in mm
-    "syn-stride2-s1.5": ("syn, stride 2 and grad_sigma 1.5", _variant("syn", stride=2, grad_sigma=1.5)),
-    "syn-steps5": ("syn, 5 squarings instead of 8", _variant("syn", steps=5)),
-    "syn-sigma2": ("syn, grad_sigma 2 instead of 3", _variant("syn", grad_sigma=2.0)),
-    "syn-r1": ("syn, LNCC radius 1 instead of 2", _variant("syn", radius=1)),
-    "syn-4x120-2x20": ("syn, levels 4x120 + 2x20 instead of 4x80 + 2x40",
-                       _variant("syn", [(4, 1, 120), (2, 0.5, 20), (1, 0, 0)])),
-    "syn-4only": ("syn, level 4 x 150 only (then integrated at full resolution)",
-                  _variant("syn", [(4, 1, 150), (1, 0, 0)])),
     "syn-nolinear": ("syn without the rigid/affine stages (init none)", _variant("syn", linear=False)),
-    "syn-fast": ("syn, stride 2, grad_sigma 1.5, steps 6",
-                 _variant("syn", stride=2, grad_sigma=1.5, steps=6)),
-    "svf-stride2-s1": ("svf, stride 2 and grad_sigma 1 (the preset's smoothing in mm)",
-                       _variant("svf", stride=2, grad_sigma=1.0)),
+    "syn-diffusion1": ("syn, diffusion weight 1.0 instead of 0.3 (smoother, SDlogJ like ANTs')",
+                       _variant("syn", diffusion=1.0)),
 }
 TORCHALIGN = set(VARIANTS)
 PEERS = {

@@ -8,7 +8,7 @@ the baseline field of view (51 of 100; the masks cover one lung). The transform 
 (baseline) points to moving (follow-up) points, so ``TRE = |T(p_baseline) - p_followup|``.
 
 Measured (2 loaded CPU cores, one thread): mean TRE 35.3 mm before; the quick config below 5.1 mm
-(~6 s); the ``syn`` preset with MSE 4.0 mm (median 3.5 mm, no folding, ~7 s with one thread). The centre-of-mass
+(~6 s); the ``syn`` preset with MSE 4.3 mm (median 3.7 mm, no folding, ~3.5 s with one thread). The centre-of-mass
 initialisation alone already gives 4.7 mm: the masks only constrain the lung's outline, and
 breathing moves the interior non-uniformly (the follow-up lung is 18 % larger), so a few mm is the
 floor of mask-only registration here.

@@ -222,10 +222,11 @@ def displaced_coordinates(disp: Tensor, disp_grid: Grid, grid: Grid, matrix: Ten
     base = torch.empty(k.shape[0], d, *disp_grid.shape, dtype=disp.dtype, device=disp.device)
     ramps = [torch.arange(n, dtype=disp.dtype, device=disp.device) for n in disp_grid.shape]
     ones = [1] * d
+    used = (k[:, :, :d] != 0).any(0).tolist()  # one host transfer: which ramps each channel needs
     for c in range(d):  # voxel term: a sum of 1-D ramps broadcast over the grid
         term = k[:, c, d].view(-1, *ones)
         for j in range(d):
-            if bool((k[:, c, j] != 0).any()):
+            if used[c][j]:
                 term = term + k[:, c, j].view(-1, *ones) * ramps[j].view(*ones[:j], -1, *ones[j + 1:])
         base[:, c] = term
     b = max(base.shape[0], disp.shape[0])
