@@ -203,9 +203,9 @@ def displaced_coordinates(disp: Tensor, disp_grid: Grid, grid: Grid, matrix: Ten
 
     ``x`` runs over the voxel centres of ``disp_grid`` (shape ``S``), ``u = disp (B, D, *S)`` is in
     world mm and ``A`` is an optional world matrix ``(B|1, D+1, D+1)`` applied after the displacement.
-    The geometry folds into ``K vox + H u``: one wide product for ``H u`` plus the voxel term added
-    as broadcast 1-D ramps, so no world-point tensor is built (3-4x less memory traffic than
-    ``sample_world(data, grid, points + u)`` on large grids).
+    The geometry folds into ``K vox + H u``: the voxel term is built from broadcast 1-D ramps (no
+    gradient) and ``H u`` is added by one ``baddbmm``, so no world-point tensor is built (composing
+    two fields on the 1 mm brain grid: 1.6x faster than ``sample_world(data, grid, points + u)``).
     """
     d = disp_grid.ndim
     if disp.ndim != d + 2 or disp.shape[1] != d or tuple(disp.shape[2:]) != disp_grid.shape:
@@ -241,12 +241,12 @@ def sample_displaced(data: Tensor, grid: Grid, disp: Tensor, disp_grid: Grid, ma
     The same values as ``sample_world(data, grid, apply_matrix(A, points + u))`` with ``points`` the
     voxel centres of ``disp_grid``; see :func:`displaced_coordinates`.
     """
+    if padding not in ("zeros", "border"):
+        raise InputError(f"padding must be 'zeros' or 'border', got {padding!r}")
     coords = displaced_coordinates(disp, disp_grid, grid, matrix)
     out = _grid_sample(data, grid, coords)
     if padding == "border":
         return out
-    if padding != "zeros":
-        raise InputError(f"padding must be 'zeros' or 'border', got {padding!r}")
     return out * _inside(coords, grid.shape, reversed_axes=True).unsqueeze(1)
 
 
