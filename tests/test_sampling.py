@@ -344,7 +344,7 @@ def test_sample_displaced_refuses_a_displacement_off_its_grid() -> None:
 @pytest.mark.parametrize("channels", [1, 3])
 def test_volume_sampled_in_point_chunks_equals_one_grid_sample(channels: int) -> None:
     """With several threads one volume's points are split across the batch: same values and gradients."""
-    from torchalign.functional.sampling import _linear_border, _point_chunks
+    from torchalign.functional.sampling import _linear, _point_chunks
 
     gen = torch.Generator().manual_seed(0)
     data = torch.rand(1, channels, 20, 18, 16, generator=gen)
@@ -353,7 +353,7 @@ def test_volume_sampled_in_point_chunks_equals_one_grid_sample(channels: int) ->
     torch.set_num_threads(2)
     try:
         assert _point_chunks(data, coords) == 4
-        chunked = _linear_border(data, coords)
+        chunked = _linear(data, coords)
     finally:
         torch.set_num_threads(threads)
     (grad,) = torch.autograd.grad(chunked.square().sum(), coords)

@@ -85,9 +85,9 @@ def sample_normalized(data: Tensor, normalized: Tensor, interp: Interp = "linear
     grid = _to_grid_sample(normalized).to(data.dtype if data.is_floating_point() else torch.float32)
     src = data if data.is_floating_point() else data.float()
     if padding == "border":
-        return _linear_border(src, grid)
+        return _linear(src, grid)
     value = 0.0 if padding == "zeros" else float(padding)
-    out = _linear_border(src, grid)
+    out = _linear(src, grid)
     inside = _inside(normalized, shape).unsqueeze(1)
     return torch.where(inside, out, torch.as_tensor(value, dtype=out.dtype, device=out.device))
 
@@ -112,24 +112,30 @@ def _sample_nearest(data: Tensor, normalized: Tensor, padding: Padding) -> Tenso
     return torch.where(inside.unsqueeze(1), out, torch.as_tensor(value, dtype=out.dtype, device=out.device))
 
 
+_LABELS_PER_PASS = 8  # indicator channels sampled together: the interpolation weights are computed once
+
+
 def _sample_labels(data: Tensor, normalized: Tensor, padding: Padding) -> Tensor:
-    """'Generic label' interpolation: linear interpolation of each label's indicator, arg-max."""
+    """'Generic label' interpolation: linear interpolation of each label's indicator, arg-max
+    (ties go to the smaller label). Labels are sampled as channels, a few at a time."""
     if data.shape[1] != 1:
         raise InputError(f"label maps must have one channel, got {data.shape[1]}")
     background = 0 if padding in ("zeros", "border") else padding
+    coords = _to_grid_sample(normalized).float()
+    mode = "border" if padding == "border" else "zeros"
+    ones = [1] * (data.ndim - 2)
     best: Tensor | None = None
     out = data
-    for label in torch.unique(data):
-        indicator = (data == label).float()
-        weight = F.grid_sample(indicator, _to_grid_sample(normalized).float(), mode="bilinear",
-                               padding_mode="border" if padding == "border" else "zeros", align_corners=True)
+    for group in torch.unique(data).split(_LABELS_PER_PASS):
+        indicators = (data == group.view(1, -1, *ones)).float()  # (B, G, *S)
+        value, index = _linear(indicators, coords, mode).max(1, keepdim=True)  # the first maximum
+        label = group[index].to(data.dtype)
         if best is None:
-            best = weight
-            out = torch.full(weight.shape, label.item(), dtype=data.dtype, device=data.device)
+            best, out = value, label
         else:
-            better = weight > best
-            best = torch.where(better, weight, best)
-            out = torch.where(better, label.to(data.dtype), out)
+            better = value > best
+            best, out = torch.where(better, value, best), torch.where(better, label, out)
+    assert best is not None  # a tensor has at least one value
     if padding != "border":
         inside = _inside(normalized, tuple(data.shape[2:])).unsqueeze(1)
         out = torch.where(inside & (best > 0), out, torch.as_tensor(background, dtype=data.dtype, device=data.device))
@@ -191,9 +197,9 @@ def sample_affine(data: Tensor, grid: Grid, matrix: Tensor, onto: Grid, padding:
     base = F.affine_grid(theta.expand(b, -1, -1), [b, 1, *onto.shape], align_corners=True)
     src = data.expand(b, *data.shape[1:]) if data.shape[0] != b else data
     if padding == "border":
-        return _linear_border(src, base)
+        return _linear(src, base)
     value = 0.0 if padding == "zeros" else float(padding)
-    out = _linear_border(src, base)
+    out = _linear(src, base)
     inside = _inside(base, grid.shape, reversed_axes=True).unsqueeze(1)
     return torch.where(inside, out, torch.as_tensor(value, dtype=out.dtype, device=out.device))
 
@@ -266,11 +272,11 @@ def _grid_sample(data: Tensor, grid: Grid, coords: Tensor) -> Tensor:
         raise InputError(f"data of shape {tuple(data.shape)} does not lie on a grid of shape {grid.shape}")
     b = max(data.shape[0], coords.shape[0])
     data, coords = data.expand(b, *data.shape[1:]), coords.expand(b, *coords.shape[1:])
-    return _linear_border(data, coords.to(data.dtype))
+    return _linear(data, coords.to(data.dtype))
 
 
-def _linear_border(data: Tensor, coords: Tensor) -> Tensor:
-    """``F.grid_sample`` (bilinear, border, align_corners) of ``(B, C, *S)`` at ``(B, *Q, D)`` -> ``(B, C, *Q)``.
+def _linear(data: Tensor, coords: Tensor, padding_mode: str = "border") -> Tensor:
+    """``F.grid_sample`` (bilinear, align_corners) of ``(B, C, *S)`` at ``(B, *Q, D)`` -> ``(B, C, *Q)``.
 
     PyTorch's CPU kernel for volumes parallelises over the batch alone, so one volume sampled at
     many points would use one thread: its points are then split into chunks folded into the batch
@@ -279,17 +285,17 @@ def _linear_border(data: Tensor, coords: Tensor) -> Tensor:
     """
     chunks = _point_chunks(data, coords)
     if chunks == 1:
-        return F.grid_sample(data, coords, mode="bilinear", padding_mode="border", align_corners=True)
+        return F.grid_sample(data, coords, mode="bilinear", padding_mode=padding_mode, align_corners=True)
     q = coords.shape[1:-1]
     # split the first point axis: always a view, whatever the layout of ``coords``
     split = coords.view(chunks, q[0] // chunks, *q[1:], coords.shape[-1])
-    out = F.grid_sample(data.expand(chunks, *data.shape[1:]), split, mode="bilinear", padding_mode="border",
+    out = F.grid_sample(data.expand(chunks, *data.shape[1:]), split, mode="bilinear", padding_mode=padding_mode,
                         align_corners=True)  # (chunks, C, Q0 / chunks, *Q[1:])
     return out.movedim(0, 1).reshape(1, data.shape[1], *q)
 
 
 def _point_chunks(data: Tensor, coords: Tensor, min_points: int = 1 << 16) -> int:
-    """How many chunks :func:`_linear_border` splits the points into (1: sample as is)."""
+    """How many chunks :func:`_linear` splits the points into (1: sample as is)."""
     threads = torch.get_num_threads()
     if data.device.type != "cpu" or data.ndim != 5 or threads == 1 or data.shape[0] != 1 or \
             coords.shape[0] != 1 or data.requires_grad:
