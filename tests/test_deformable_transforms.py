@@ -334,3 +334,18 @@ def test_last_squaring_on_the_fine_grid_halves_the_inverse_consistency_error(mak
     interior = _interior(grid, 2)
     fine_mm, coarse_mm = float(fine[interior].median()), float(coarse[interior].median())
     assert fine_mm < 0.6 * coarse_mm, (fine_mm, coarse_mm)
+
+
+def test_field_transform_reads_its_own_voxel_centres_and_samples_elsewhere() -> None:
+    """A field read back at its voxel centres (fast path) equals linear sampling there; other points
+    (float64, or needing a gradient) are sampled."""
+    from torchalign.functional.flow import sample_field
+    from torchalign.transforms.chain import FieldTransform
+
+    grid = _grid(3)
+    field = _smooth(grid, 2.0, batch=1)
+    t = FieldTransform(field, grid)
+    x = _points(grid).double()
+    torch.testing.assert_close(t(x), x + sample_field(field.double(), grid, x), atol=1e-6, rtol=0)
+    moved = (x + 0.3).requires_grad_()
+    torch.testing.assert_close(t(moved), moved + sample_field(field.double(), grid, moved))

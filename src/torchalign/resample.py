@@ -31,12 +31,15 @@ def resample(image: Image, onto: Grid, transform: PointMap | None = None, interp
     if not data.is_floating_point() and interp not in ("nearest", "label"):
         data = data.float()
     # float64 points: nearest-neighbour rounding then agrees with ITK, which computes in double.
-    points = onto.points(dtype=torch.float64, device=image.device).reshape(1, -1, onto.ndim)
-    step = points.shape[1] if chunk is None else chunk
-    parts = []
+    points = onto.points(dtype=torch.float64, device=image.device).unsqueeze(0)
     with torch.no_grad():
-        for start in range(0, points.shape[1], step):
-            p = points[:, start:start + step]
+        if chunk is None:  # points shaped as the grid: fields on ``onto`` are read without sampling
+            out = sample_world(data, image.grid, points if transform is None else transform(points), interp, padding)
+            return Image(out, onto, dict(image.meta))
+        points = points.reshape(1, -1, onto.ndim)
+        parts = []
+        for start in range(0, points.shape[1], chunk):
+            p = points[:, start:start + chunk]
             parts.append(sample_world(data, image.grid, p if transform is None else transform(p), interp, padding))
     out = torch.cat(parts, dim=2)
     return Image(out.reshape(*out.shape[:2], *onto.shape), onto, dict(image.meta))

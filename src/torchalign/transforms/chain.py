@@ -11,6 +11,7 @@ from ..functional.flow import invert_field, sample_field
 from ..grid import Grid
 from ..io.transforms import ChainItem, Displacement
 from .base import Compose, SpatialTransform
+from .dense import grid_fast_path
 from .linear import MatrixTransform
 
 
@@ -23,6 +24,8 @@ class FieldTransform(SpatialTransform):
         self.register_buffer("field", field)
 
     def forward(self, points: Tensor) -> Tensor:
+        if grid_fast_path(points, self.grid):  # its own voxel centres: the field itself
+            return points + self.field.movedim(1, -1).to(points.dtype)
         return points + sample_field(self.field.to(points.dtype), self.grid, points)
 
     def inverse(self) -> FieldTransform:
