@@ -32,8 +32,9 @@ with the same code:
 
 Every method gets the same thread count (``--threads``, default 2, the 2-core setting the speed
 goals are stated for: torch, ITK and OpenMP pools; on a machine shared with other jobs,
-``--threads 1`` is the fairer comparison). FireANTs is optional (``pip install fireants``; its CUDA fused ops are absent on CPU and it falls back to
-its PyTorch path); a method whose package is missing is reported as skipped.
+``--threads 1`` is the fairer comparison). FireANTs is optional (``pip install fireants``; its
+CUDA fused ops are absent on CPU and it falls back to its PyTorch path); a method whose package
+is missing is reported as skipped.
 """
 from __future__ import annotations
 
