@@ -247,13 +247,11 @@ def sample_displaced(data: Tensor, grid: Grid, disp: Tensor, disp_grid: Grid, ma
     The same values as ``sample_world(data, grid, apply_matrix(A, points + u))`` with ``points`` the
     voxel centres of ``disp_grid``; see :func:`displaced_coordinates`.
     """
-    if padding not in ("zeros", "border"):
+    if padding == "zeros":
+        return sample_displaced_inside(data, grid, disp, disp_grid, matrix)[0]
+    if padding != "border":
         raise InputError(f"padding must be 'zeros' or 'border', got {padding!r}")
-    coords = displaced_coordinates(disp, disp_grid, grid, matrix)
-    out = _grid_sample(data, grid, coords)
-    if padding == "border":
-        return out
-    return out * _inside(coords, grid.shape, reversed_axes=True).unsqueeze(1)
+    return _grid_sample(data, grid, displaced_coordinates(disp, disp_grid, grid, matrix))
 
 
 def sample_displaced_inside(data: Tensor, grid: Grid, disp: Tensor, disp_grid: Grid,
