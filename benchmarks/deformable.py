@@ -124,7 +124,7 @@ def run_torchalign(method: str, fixed: str, moving: str, fixed_seg: str, work: P
     import torch
 
     from torchalign.io import read_image
-    from torchalign.register import register
+    from torchalign.registration import register
 
     f, m = read_image(fixed), read_image(moving)
     config = VARIANTS[method][1]()
@@ -290,7 +290,7 @@ def profile(method: str, threads: int, top: int = 15) -> None:
     import torch
 
     from torchalign.io import read_image
-    from torchalign.register import register
+    from torchalign.registration import register
 
     torch.set_num_threads(threads)
     f, m = read_image(FIXED), read_image(MOVING)

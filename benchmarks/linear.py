@@ -79,7 +79,7 @@ def _fast_config() -> RegistrationConfig:
 def register_torchalign(fixed: str, moving: str, fast: bool) -> tuple[np.ndarray, float]:
     """torchalign's ``affine`` preset (or the fast config) -> (RAS matrix, seconds)."""
     from torchalign.io import read_image
-    from torchalign.register import register
+    from torchalign.registration import register
 
     f, m = read_image(fixed), read_image(moving)
     config = _fast_config() if fast else resolve_config("affine")
@@ -279,7 +279,7 @@ def profile(case: str, threads: int) -> None:
     import torch
 
     from torchalign.io import read_image
-    from torchalign.register import register
+    from torchalign.registration import register
 
     torch.set_num_threads(threads)
     fixed, moving = (BRAIN / "subject_a_t1.nii.gz", BRAIN / "subject_b_t1.nii.gz") if case == "brain3d" else (T1, T2)

@@ -3,7 +3,7 @@
 Two subjects' slices (``brain2d/brain2d_slice_z100_pairs.npz``, 160x192, 1 mm, already affinely
 aligned) are registered with each transform model by a plain Adam loop at full resolution: mean
 squared error of normalised intensities plus one world-mm regulariser. Nothing here is the
-registration driver (``torchalign.register``); it shows how the pieces fit: ``T(x)`` ->
+registration driver (``torchalign.registration``); it shows how the pieces fit: ``T(x)`` ->
 ``sample_world`` -> loss -> ``displacement`` -> Jacobian and inverse.
 
 The script prints one table: mean Dice over the labels present in both slices (before: 0.467),

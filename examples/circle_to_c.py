@@ -43,7 +43,7 @@ from torchalign.functional.jacobian import jacobian_det
 from torchalign.grid import Grid
 from torchalign.image import Image
 from torchalign.metrics.overlap import dice
-from torchalign.register import register
+from torchalign.registration import register
 from torchalign.resample import resample
 
 SIZE = 96

@@ -2,7 +2,7 @@
 
 Two different handwritten digits of one class (``digits/mnist_t10k.npz``, 28x28, upsampled to
 56x56 on a 0.5 mm grid so the grid lines are visible) are registered by torchalign's driver
-(:func:`torchalign.register.register`) with one FFD stage: control points 2 mm apart, mean squared
+(:func:`torchalign.registration.register`) with one FFD stage: control points 2 mm apart, mean squared
 error, two pyramid levels. It runs twice: without a regulariser, and with bending energy. The
 figure shows the fixed and moving digits, the warped moving digit of each run, and the fixed
 image's grid lines carried by ``T`` into the moving image (``T`` maps fixed points to moving
@@ -35,7 +35,7 @@ from torchalign.config import Level, RegistrationConfig, Regulariser, Stage
 from torchalign.functional.jacobian import jacobian_det
 from torchalign.grid import Grid
 from torchalign.image import Image
-from torchalign.register import register
+from torchalign.registration import register
 from torchalign.resample import resample
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "digits" / "mnist_t10k.npz"

@@ -6,7 +6,7 @@ about the image centre, and four strategies try to recover it:
 (a) grid search: score every rotation on a grid of angles (a plain loop: resample, then NCC);
 (b) gradient descent from the identity at full resolution only;
 (c) multi-resolution gradient descent from the identity (coarse to fine);
-(d) :func:`torchalign.initialise.rotation_search` (batched coarse grid plus local refinement),
+(d) :func:`torchalign.registration.initialise.rotation_search` (batched coarse grid plus local refinement),
     then gradient refinement at full resolution.
 
 Far from the answer the similarity has local minima, so (b) stalls and (c) helps only within its
@@ -36,8 +36,8 @@ import torch
 from torchalign.config import Level, RegistrationConfig, Stage
 from torchalign.grid import Grid
 from torchalign.image import Image
-from torchalign.initialise import negative_ncc, rotation_search
-from torchalign.register import register
+from torchalign.registration.initialise import negative_ncc, rotation_search
+from torchalign.registration import register
 from torchalign.resample import resample
 from torchalign.transforms.linear import MatrixTransform
 

@@ -34,7 +34,7 @@ from torchalign.functional.jacobian import jacobian_det
 from torchalign.grid import Grid
 from torchalign.image import Image
 from torchalign.metrics.overlap import dice
-from torchalign.register import register
+from torchalign.registration import register
 from torchalign.resample import resample
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brain2d" / "brain2d_slice_z100_pairs.npz"

@@ -18,7 +18,7 @@ from torchalign.config import RegistrationConfig, resolve_config
 from torchalign.errors import InputError
 from torchalign.grid import Grid
 from torchalign.image import Image
-from torchalign.register import prepare_pair, register
+from torchalign.registration import prepare_pair, register
 
 
 @pytest.fixture(scope="module")

@@ -119,7 +119,7 @@ def test_smooth_and_shrink_one_axis_at_a_time_equals_smoothing_then_resampling(n
     linear resampling at the level grid's world points (anisotropic voxels, oblique grid)."""
     from torchalign.functional.filters import gaussian_smooth
     from torchalign.image import Image
-    from torchalign.pyramid import level_grid, smooth_and_shrink
+    from torchalign.registration.pyramid import level_grid, smooth_and_shrink
     from torchalign.resample import resample
 
     rng = np.random.default_rng(ndim)

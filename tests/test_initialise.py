@@ -13,7 +13,7 @@ from scipy.spatial.transform import Rotation
 from torchalign.errors import InputError
 from torchalign.grid import Grid, apply_matrix
 from torchalign.image import Image
-from torchalign.initialise import (
+from torchalign.registration.initialise import (
     init_center_of_mass,
     init_geometry,
     init_identity,
@@ -219,7 +219,7 @@ def test_known_rigid_initialisations():
 def test_register_with_init_search_recovers_a_127_degree_rotation(metric):
     """``init: search`` through the driver: candidates scored one by one with the first stage's metric."""
     from torchalign.config import resolve_config
-    from torchalign.register import register
+    from torchalign.registration import register
 
     digit = _digit(2)
     truth = _rigid(Rotation.from_euler("z", 127, degrees=True).as_matrix()[:2, :2], digit.grid.center(), [1, -0.5])

@@ -30,7 +30,7 @@ from torchalign.grid import Grid
 from torchalign.image import Image
 from torchalign.io import read_image
 from torchalign.io.transforms import read_linear
-from torchalign.register import register
+from torchalign.registration import register
 
 IXI = "multimodal/hd_bet_IXI002-Guys-0828-{}.nii.gz"
 IXI_MASK = "multimodal/hd_bet_mask_IXI002-Guys-0828-{}.nii.gz"

@@ -26,7 +26,7 @@ from torchalign.image import Image
 from torchalign.io import read_image
 from torchalign.io.points import read_points
 from torchalign.metrics.points import inside_extent
-from torchalign.register import register
+from torchalign.registration import register
 
 LUNG = "landmarks/lung_ct_partial"
 

@@ -31,7 +31,7 @@ from torchalign.nn.data import PairDataset, Subject
 from torchalign.nn.inference import predict_pair
 from torchalign.nn.models import build_model
 from torchalign.nn.train import train
-from torchalign.register import register
+from torchalign.registration import register
 from torchalign.resample import resample
 from torchalign.transforms.dense import DenseDisplacement
 

@@ -17,7 +17,7 @@ from torchalign.functional.jacobian import jacobian_det
 from torchalign.grid import Grid
 from torchalign.image import Image
 from torchalign.io import read_image, write_image
-from torchalign.register import register
+from torchalign.registration import register
 from torchalign.resample import resample
 
 
@@ -145,7 +145,7 @@ def test_midspace_objective_is_symmetric_in_the_two_images(slices) -> None:
     """SyN's objective compares both images on the mid space: swapping fixed and moving and negating
     the velocity gives the same value, and at zero velocity it is the plain objective."""
     from torchalign.losses import make_similarity
-    from torchalign.register import build_problem, evaluate, prepare
+    from torchalign.registration import build_problem, evaluate, prepare
     from torchalign.transforms.velocity import StationaryVelocity, SymmetricVelocity
 
     fixed, moving = (prepare(im, name, True) for im, name in ((slices[0], "fixed"), (slices[1], "moving")))

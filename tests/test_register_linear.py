@@ -15,7 +15,7 @@ from torchalign.grid import Grid
 from torchalign.image import Image
 from torchalign.io import read_image
 from torchalign.io.lps import flip_matrix
-from torchalign.register import register
+from torchalign.registration import register
 from torchalign.resample import resample
 from torchalign.transforms.linear import MatrixTransform
 

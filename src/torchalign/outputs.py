@@ -19,7 +19,7 @@ from .io.atomic import atomic_path, check_not_input
 from .functional.jacobian import jacobian_det
 from .io.images import write_image
 from .io.transforms import write_displacement, write_linear
-from .register import Result
+from .registration import Result
 from .resample import resample
 from .transforms.linear import LinearTransform, MatrixTransform
 

@@ -1,11 +1,11 @@
 """Batched linear registration: B pairs of equal size optimised together on one device.
 
-Each pair is prepared and initialised by :func:`torchalign.register.prepare_pair`, as
-:func:`~torchalign.register.register` does; each pyramid level is built per pair with
-:func:`~torchalign.register.build_problem` and stacked on the batch dimension. One ``LinearTransform(batch=B)`` and one optimiser hold every pair's parameters;
+Each pair is prepared and initialised by :func:`torchalign.registration.prepare_pair`, as
+:func:`~torchalign.registration.register` does; each pyramid level is built per pair with
+:func:`~torchalign.registration.build_problem` and stacked on the batch dimension. One ``LinearTransform(batch=B)`` and one optimiser hold every pair's parameters;
 the objective is the sum of the per-pair losses ``(B,)``, so (with an element-wise optimiser such
 as Adam) each pair follows the same path as alone. Stopping on a plateau and restoring the best
-parameters are decided per pair, as in :func:`~torchalign.register.optimise_level`.
+parameters are decided per pair, as in :func:`~torchalign.registration.optimise_level`.
 
 Pairs may lie on different world grids of the same shape and spacing: the stacked level uses the
 first pair's grids, and each pair's matrix is conjugated onto them (exact for linear maps).
@@ -24,8 +24,8 @@ from ..errors import InputError
 from ..grid import Grid, apply_matrix
 from ..image import Image
 from ..losses import make_similarity
-from ..pyramid import level_grid
-from ..register import (
+from ..registration.pyramid import level_grid
+from ..registration import (
     LevelRecord,
     Prepared,
     Problem,
@@ -103,7 +103,7 @@ def stack_problems(problems: Sequence[Problem]) -> tuple[Problem, Tensor, Tensor
 
 def optimise_batch(model: LinearTransform, stage: Stage, iterations: int, lr: float,
                    objective: Callable[[], Tensor], desc: str) -> list[list[float]]:
-    """:func:`~torchalign.register.optimise_level` for ``B`` pairs at once; per-pair loss histories.
+    """:func:`~torchalign.registration.optimise_level` for ``B`` pairs at once; per-pair loss histories.
 
     A pair that reaches a plateau keeps its parameters from then on (the others go on), and each
     pair ends with its lowest-loss parameters, exactly as when registered alone.

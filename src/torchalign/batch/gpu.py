@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError, TorchalignError
-from ..register import Prepared, prepare_pair
+from ..registration import Prepared, prepare_pair
 from .driver import batch_key, check_batchable, register_batch
 from .execute import Progress
 from .local import run_sequential

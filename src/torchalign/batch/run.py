@@ -26,7 +26,7 @@ from ..image import Image
 from ..io import read_image
 from ..io.points import read_points
 from ..outputs import write_evaluation, write_registration
-from ..register import Result, register
+from ..registration import Result, register
 from . import marker
 from .pairs import Pair
 from .settings import JobSettings

@@ -10,7 +10,7 @@ from ..io import read_image
 from ..io.points import SPACES, read_points
 from ..metrics.evaluate import parse_labels, read_labels_file
 from ..outputs import write_evaluation, write_registration
-from ..register import register
+from ..registration import register
 from .options import nan_to_option
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..grid import Grid
-from ..register import linear_center_radius
+from ..registration import linear_center_radius
 from ..transforms.base import SpatialTransform
 from ..transforms.dense import DenseDisplacement
 from ..transforms.linear import GROUPS, LinearTransform, MatrixTransform

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from ..errors import InputError
 from ..functional.sampling import Padding, sample_affine, sample_world
 from ..grid import Grid
-from ..register import linear_center_radius
+from ..registration import linear_center_radius
 from ..transforms.base import SpatialTransform
 from ..transforms.dense import DenseDisplacement
 from ..transforms.linear import LinearTransform, MatrixTransform

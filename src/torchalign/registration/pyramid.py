@@ -7,10 +7,10 @@ import numpy as np
 import torch.nn.functional as F
 from torch import Tensor
 
-from .functional.filters import gaussian_smooth
-from .grid import Grid
-from .image import Image
-from .resample import resample
+from ..functional.filters import gaussian_smooth
+from ..grid import Grid
+from ..image import Image
+from ..resample import resample
 
 
 def level_grid(grid: Grid, spacing_mm: Sequence[float]) -> Grid:

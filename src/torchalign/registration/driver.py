@@ -16,19 +16,19 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import initialise
-from .config import RegistrationConfig, Stage
+from ..config import RegistrationConfig, Stage
 from .deformable import build, make_regularisers, regularisation
-from .errors import InputError
-from .functional.flow import resample_field
-from .functional.sampling import sample_affine, sample_displaced, sample_displaced_inside
-from .grid import Grid
-from .image import Image, normalize_intensity
-from .losses import make_similarity
+from ..errors import InputError
+from ..functional.flow import resample_field
+from ..functional.sampling import sample_affine, sample_displaced, sample_displaced_inside
+from ..grid import Grid
+from ..image import Image, normalize_intensity
+from ..losses import make_similarity
 from .pyramid import level_grid, smooth_and_shrink
-from .transforms.base import Compose, SpatialTransform
-from .transforms.chain import FieldTransform
-from .transforms.linear import LinearTransform, MatrixTransform
-from .transforms.velocity import SymmetricVelocity
+from ..transforms.base import Compose, SpatialTransform
+from ..transforms.chain import FieldTransform
+from ..transforms.linear import LinearTransform, MatrixTransform
+from ..transforms.velocity import SymmetricVelocity
 
 
 @dataclass

@@ -11,15 +11,15 @@ from typing import Any, Callable
 
 from torch import Tensor, nn
 
-from .errors import InputError
-from .functional.filters import gaussian_smooth
-from .functional.flow import resample_field
-from .grid import Grid
-from .losses.regularisers import REGULARISERS
-from .transforms.base import SpatialTransform
-from .transforms.bspline import BSplineFFD
-from .transforms.dense import DenseDisplacement
-from .transforms.velocity import BSplineVelocity, StationaryVelocity, SymmetricVelocity
+from ..errors import InputError
+from ..functional.filters import gaussian_smooth
+from ..functional.flow import resample_field
+from ..grid import Grid
+from ..losses.regularisers import REGULARISERS
+from ..transforms.base import SpatialTransform
+from ..transforms.bspline import BSplineFFD
+from ..transforms.dense import DenseDisplacement
+from ..transforms.velocity import BSplineVelocity, StationaryVelocity, SymmetricVelocity
 
 Builder = Callable[[Grid, dict[str, Any]], SpatialTransform]
 

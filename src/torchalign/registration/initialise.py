@@ -22,12 +22,12 @@ import torch
 from scipy.spatial.transform import Rotation
 from torch import Tensor
 
-from .errors import InputError
-from .functional.sampling import sample_world
-from .grid import Grid, apply_matrix
-from .image import Image
+from ..errors import InputError
+from ..functional.sampling import sample_world
+from ..grid import Grid, apply_matrix
+from ..image import Image
 from .pyramid import level_grid, smooth_and_shrink
-from .resample import resample
+from ..resample import resample
 
 PairLoss = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
 """``(fixed (B, C, *S), warped (B, C, *S), mask (B|1, 1, *S) | None) -> (B,)``, lower is better."""
