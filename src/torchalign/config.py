@@ -93,10 +93,16 @@ def validation_problems(exc: ValidationError) -> str:
 
 
 def _validate(data: Any, source: str) -> RegistrationConfig:
+    """The validated config; every stage's names and options are also built once (no image read)."""
+    from .registration.stages import check_stage  # the engine imports this module
+
     try:
-        return RegistrationConfig.model_validate(data)
+        config = RegistrationConfig.model_validate(data)
     except ValidationError as exc:
         raise InputError(f"{source}: invalid configuration: {validation_problems(exc)}") from None
+    for i, stage in enumerate(config.stages):
+        check_stage(stage, f"{source}: stages.{i} ({stage.transform})")
+    return config
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -124,7 +130,9 @@ def load_preset(name: str) -> RegistrationConfig:
 def resolve_config(preset: str | None = None, config_file: str | Path | None = None,
                    overrides: dict[str, Any] | None = None) -> RegistrationConfig:
     """Preset, then a YAML file on top (top-level keys replace; ``stages`` replaces the list), then
-    CLI ``overrides`` (``init``, ``seed``, ``metric`` applied to every stage, ...)."""
+    CLI ``overrides`` (``init``, ``seed``, ...). ``metric`` replaces every stage's metric and drops
+    the stage's ``metric_options`` that the new metric does not take (``--metric mi`` on ``syn``
+    drops LNCC's ``radius``)."""
     data: dict[str, Any] = {}
     file_data: dict[str, Any] = {}
     if config_file is not None:
@@ -141,6 +149,10 @@ def resolve_config(preset: str | None = None, config_file: str | Path | None = N
     if "stages" not in data:
         raise InputError("no stages: give --preset or a config file with `stages`")
     if metric is not None:
-        for stage in data["stages"]:
+        from .registration.stages import similarity_options
+
+        accepted = similarity_options(metric)
+        for stage in data["stages"]:  # options the new metric does not take are dropped
             stage["metric"] = metric
+            stage["metric_options"] = {k: v for k, v in stage.get("metric_options", {}).items() if k in accepted}
     return _validate(data, str(config_file) if config_file else f"preset {preset!r}")

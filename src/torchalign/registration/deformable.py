@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..errors import InputError
 from ..functional.filters import gaussian_smooth
 from ..functional.flow import resample_field
 from ..grid import Grid
-from ..losses.regularisers import REGULARISERS
 from ..transforms.base import SpatialTransform
 from ..transforms.bspline import BSplineFFD
 from ..transforms.dense import DenseDisplacement
@@ -35,7 +34,15 @@ BUILDERS: dict[str, Builder] = {
     "ffd": lambda g, o: BSplineFFD(g, o.get("control_spacing", 8.0)),
     "svffd": lambda g, o: BSplineVelocity(g, o.get("control_spacing", 8.0), **_velocity(o)),
 }
-OPTIONS = {"stride", "steps", "control_spacing", "grad_sigma", "exact_grad", "tied"}
+_VELOCITY = {"steps", "stride", "exact_grad", "grad_sigma"}
+OPTIONS: dict[str, set[str]] = {
+    "dense": {"stride", "grad_sigma"},
+    "svf": _VELOCITY,
+    "syn": _VELOCITY | {"tied"},
+    "ffd": {"control_spacing"},
+    "svffd": {"control_spacing", "steps", "stride", "exact_grad"},
+}
+"""The ``transform_options`` each deformable model takes."""
 
 
 def _field_grid(transform: SpatialTransform) -> Grid:
@@ -45,9 +52,9 @@ def _field_grid(transform: SpatialTransform) -> Grid:
 
 def build(name: str, grid: Grid, options: dict[str, Any], previous: SpatialTransform | None) -> SpatialTransform:
     """A ``name`` transform on ``grid``, its parameters resampled from ``previous`` (same kind) if given."""
-    unknown = set(options) - OPTIONS
+    unknown = set(options) - OPTIONS[name]
     if unknown:
-        raise InputError(f"unknown transform_options {sorted(unknown)} for {name!r}; valid: {sorted(OPTIONS)}")
+        raise InputError(f"unknown transform_options {sorted(unknown)} for {name!r}; valid: {sorted(OPTIONS[name])}")
     transform = BUILDERS[name](grid, options)
     if previous is not None:
         src, dst = _field_grid(previous), _field_grid(transform)
@@ -63,16 +70,6 @@ def build(name: str, grid: Grid, options: dict[str, Any], previous: SpatialTrans
         for p in transform.parameters():
             p.register_hook(lambda g, s=sigma: gaussian_smooth(g, s))
     return transform
-
-
-def make_regularisers(specs: list[Any]) -> list[nn.Module]:
-    """Regulariser modules (per-pair values) from config entries ``{name, weight, options}``."""
-    out = []
-    for spec in specs:
-        if spec.name not in REGULARISERS:
-            raise InputError(f"unknown regulariser {spec.name!r}; expected one of {', '.join(REGULARISERS)}")
-        out.append(REGULARISERS[spec.name](weight=spec.weight, reduction="none", **spec.options))
-    return out
 
 
 def regularisation(regularisers: list[nn.Module], disp: Tensor, grid: Grid) -> Tensor:

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from . import initialise
 from ..config import RegistrationConfig, Stage
-from .deformable import build, make_regularisers, regularisation
+from .deformable import build, regularisation
+from .stages import make_optimizer, make_regularisers
 from ..errors import InputError
 from ..functional.flow import resample_field
 from ..functional.sampling import sample_affine, sample_displaced, sample_displaced_inside
@@ -176,18 +177,6 @@ def plateau(losses: list[float], window: int, tolerance: float) -> bool:
         return False
     old, recent = losses[-window], min(losses[-window + 1:])
     return old - recent < tolerance * max(abs(old), 1e-12)
-
-
-def make_optimizer(stage: Stage, params: list[Tensor], lr: float) -> torch.optim.Optimizer:
-    """The stage's ``torch.optim`` class by name (LBFGS gets a strong-Wolfe line search)."""
-    opt_cls = getattr(torch.optim, stage.optimizer, None)
-    if not (isinstance(opt_cls, type) and issubclass(opt_cls, torch.optim.Optimizer)):
-        raise InputError(f"unknown optimizer {stage.optimizer!r}; use a torch.optim class name (Adam, SGD, LBFGS, ...)")
-    options = dict(stage.optimizer_options)
-    if stage.optimizer == "LBFGS":
-        options.setdefault("line_search_fn", "strong_wolfe")
-        options.setdefault("max_iter", 1)
-    return opt_cls(params, lr=lr, **options)
 
 
 def optimise_level(transform: SpatialTransform, stage: Stage, iterations: int, lr: float,
