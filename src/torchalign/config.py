@@ -19,9 +19,15 @@ class _Strict(BaseModel):
 
 
 class Level(_Strict):
-    """One pyramid level: shrink factor, Gaussian smoothing sigma and iterations."""
+    """One pyramid level: its voxel size (a shrink factor or mm), Gaussian smoothing sigma and iterations.
 
-    shrink: float = Field(1.0, ge=1.0, description="Downsampling factor relative to the fixed image.")
+    The level's voxels are ``spacing`` mm, or ``shrink`` times the fixed image's finest spacing, on
+    every axis; an axis already coarser than that is not shrunk, and no axis is shrunk below
+    ``MIN_VOXELS`` voxels (ANTs and elastix shrink anisotropic images the same way).
+    """
+
+    shrink: float = Field(1.0, ge=1.0, description="Voxel size as a multiple of the fixed image's finest spacing.")
+    spacing: float | None = Field(None, gt=0.0, description="Voxel size in mm (replaces `shrink`).")
     sigma: float = Field(0.0, ge=0.0, description="Smoothing sigma before shrinking, in `sigma_units`.")
     iterations: int = Field(100, ge=0)
 
@@ -40,7 +46,8 @@ class Stage(_Strict):
     metric_options: dict[str, Any] = Field(default_factory=dict)
     levels: list[Level] = Field(default_factory=lambda: [Level(shrink=4, sigma=2, iterations=100),
                                                          Level(shrink=2, sigma=1, iterations=50)])
-    sigma_units: Literal["vox", "mm"] = "vox"
+    sigma_units: Literal["vox", "mm"] = Field("vox", description="`vox`: sigma in units of the fixed image's "
+                                                                "finest spacing (isotropic in mm).")
     optimizer: str = "Adam"
     lr: float = Field(0.2, gt=0.0, description="Learning rate; for linear stages in voxels of the level "
                                                 "(the first Adam steps move about lr voxels).")

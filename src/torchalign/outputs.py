@@ -21,7 +21,6 @@ from .io.images import write_image
 from .io.transforms import write_displacement, write_linear
 from .registration import Result
 from .resample import resample
-from .transforms.linear import LinearTransform, MatrixTransform
 
 
 def write_json(data: Any, path: Path, inputs: Sequence[str | Path] = ()) -> Path:
@@ -70,7 +69,7 @@ def result_document(result: Result, config: RegistrationConfig, fixed: str, movi
 
 
 def is_deformable(result: Result) -> bool:
-    return not isinstance(result.transform, (MatrixTransform, LinearTransform))
+    return result.transform.linear_matrix() is None
 
 
 def write_registration(outdir: Path, fixed: Image, moving: Image, result: Result, config: RegistrationConfig,
