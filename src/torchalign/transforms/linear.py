@@ -61,7 +61,7 @@ class MatrixTransform(SpatialTransform):
     """A fixed homogeneous world matrix ``(B, D+1, D+1)`` (no learnable parameters)."""
 
     def __init__(self, matrix: Tensor | np.ndarray):
-        m = torch.as_tensor(matrix, dtype=torch.float64)
+        m = matrix.to(torch.float64) if isinstance(matrix, Tensor) else torch.as_tensor(matrix, dtype=torch.float64)
         if m.ndim == 2:
             m = m.unsqueeze(0)
         d = m.shape[-1] - 1
