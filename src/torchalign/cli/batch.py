@@ -36,7 +36,7 @@ def _echo_progress(result: PairResult, finished: int, total: int) -> None:
 @click.option("--seed", type=int, default=None, help="Random seed (default: the config's, 0).")
 @click.option("--mode", type=click.Choice(MODES), default=None,
               help="sequential (this process), pool (worker processes), dask (LocalCluster or --scheduler), "
-                   "gpu-batch (equal-size pairs optimised together on one device; linear presets). "
+                   "gpu-batch (equal-size pairs optimised together on one device; deformable pairs share a fixed grid). "
                    "Default: dask with --scheduler, pool with --workers > 1, else sequential.")
 @click.option("--workers", type=int, default=None,
               help="Processes for pool and for dask's LocalCluster; the cores are divided between them "

@@ -177,12 +177,13 @@ def _reverse_axes(ndim: int) -> np.ndarray:
     return p
 
 
-def affine_coordinates(grid: Grid, matrix: Tensor, onto: Grid) -> Tensor:
+def affine_coordinates(grid: Grid, matrix: Tensor, onto: Grid, dtype: torch.dtype = torch.float32) -> Tensor:
     """``grid_sample`` coordinates ``(B, *onto.shape, D)`` on ``grid`` of the points ``A x``, ``x`` the
     voxel centres of ``onto`` and ``A`` a world matrix ``(B|1, D+1, D+1)`` (moving_from_fixed).
 
     All geometry is folded into one normalised-to-normalised matrix for ``affine_grid``: far cheaper
-    than mapping every point, and differentiable with respect to ``matrix``.
+    than mapping every point, and differentiable with respect to ``matrix``. The coordinates are
+    ``dtype`` (the sampled data's).
     """
     d = grid.ndim
     if matrix.ndim == 2:
@@ -192,14 +193,14 @@ def affine_coordinates(grid: Grid, matrix: Tensor, onto: Grid) -> Tensor:
                            dtype=matrix.dtype, device=matrix.device)
     right = torch.as_tensor(onto.world_from_voxel @ np.linalg.inv(normalized_from_voxel(onto.shape)) @ flip,
                             dtype=matrix.dtype, device=matrix.device)
-    theta = (left @ matrix @ right)[:, :d]
+    theta = (left @ matrix @ right)[:, :d].to(dtype)
     return F.affine_grid(theta, [theta.shape[0], 1, *onto.shape], align_corners=True)
 
 
 def sample_affine(data: Tensor, grid: Grid, matrix: Tensor, onto: Grid, padding: Padding = "zeros") -> Tensor:
     """Linear sampling of ``(B, C, *S)`` data on ``grid`` through a world matrix ``(B|1, D+1, D+1)``
     (moving_from_fixed), onto the grid ``onto`` -> ``(B, C, *onto.shape)``; see :func:`affine_coordinates`."""
-    base = affine_coordinates(grid, matrix, onto).to(data.dtype)
+    base = affine_coordinates(grid, matrix, onto, data.dtype)
     b = max(base.shape[0], data.shape[0])
     src, base = data.expand(b, *data.shape[1:]), base.expand(b, *base.shape[1:])
     if padding == "border":

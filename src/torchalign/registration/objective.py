@@ -26,7 +26,7 @@ def pull(data: Tensor, mask: Tensor | None, grid: Grid, onto: Grid, matrix: Tens
     if disp is not None:
         coords = displaced_coordinates(disp, onto, grid, matrix)
     elif matrix is not None:
-        coords = affine_coordinates(grid, matrix, onto)
+        coords = affine_coordinates(grid, matrix, onto, data.dtype)
     else:
         return data, mask if mask is not None else data.new_ones(data.shape[0], 1, *data.shape[2:])
     c = data.shape[1]
