@@ -54,9 +54,12 @@ def result_document(result: Result, config: RegistrationConfig, fixed: str, movi
                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The content of result.json (see docs/outputs.md)."""
     stages = [{"transform": s.transform, "metric": s.metric,
-               "levels": [{"shrink": lv.shrink, "sigma": lv.sigma, "iterations": lv.iterations,
-                           "shape": list(lv.shape), "seconds": round(lv.seconds, 4), "losses": lv.losses}
-                          for lv in s.levels]} for s in result.stages]
+               "levels": [{"shrink": lv.shrink, "spacing_mm": lv.spacing, "sigma": lv.sigma,
+                           "iterations": lv.iterations, "shape": list(lv.shape), "seconds": round(lv.seconds, 4),
+                           "losses": lv.losses} for lv in s.levels],
+               **({"similarity_before": s.similarity_before, "similarity_after": s.similarity_after,
+                   "kept_previous": s.kept_previous} if s.similarity_before is not None else {})}
+              for s in result.stages]
     doc: dict[str, Any] = {
         "fixed": fixed, "moving": moving, "preset": config.preset,
         "settings": config.model_dump(), "stages": stages,
