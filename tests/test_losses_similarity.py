@@ -391,3 +391,77 @@ def test_module_values_and_repr_follow_the_hyper_parameters():
     assert repr(LNCC(radius=(1, 2, 3))) == "LNCC(radius=(1, 2, 3), eps=1e-05, squared=True, reduction='mean')"
     assert "bins=16, kernel='gaussian', samples=None, seed=0" in repr(MI(bins=16, kernel="gaussian"))
     assert repr(MINDSSC()) == "MINDSSC(radius=2, dilation=2, reduction='mean')"
+
+
+# ---- thin axes: 2-D in 3-D -----------------------------------------------------------------------
+NEIGHBOURHOOD = ["lncc", "lncc_plain", "ngf", "mind"]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("name", NEIGHBOURHOOD)
+def test_a_one_voxel_axis_gives_exactly_the_2d_value(name, masked):
+    """A volume with a 1-voxel axis scores exactly as its 2-D slice: catches a window, difference or
+    neighbour pair taken along the thin axis (MIND's 3-D pairs across it, NGF's erosion there)."""
+    f, w = _smooth_pair((14, 13), batch=2)
+    mask = _box_mask((14, 13), margin=2) if masked else None
+    volume = [None if x is None else x[..., None] for x in (f, w, mask)]
+    assert torch.equal(_call(name, *volume), _call(name, f, w, mask))
+
+
+def test_mind_descriptors_of_a_one_voxel_axis_are_the_2d_ones():
+    """MIND-SSC of a (H, W, 1) volume has the 4 in-plane channels of the 2-D slice, not 12."""
+    f, _ = _smooth_pair((12, 11), batch=2)
+    assert torch.equal(S.mind_ssc(f[..., None], radius=1, dilation=2), S.mind_ssc(f, radius=1, dilation=2)[..., None])
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_lncc_on_a_thin_slab_is_monais_2d_lncc_per_slice(depth):
+    """On a slab of 2-3 slices the windows stay in their slice: the local correlation map equals
+    MONAI's 2-D LNCC of each slice away from the in-plane border. Catches windows across slices."""
+    monai_losses = pytest.importorskip("monai.losses")
+    g = torch.Generator().manual_seed(4)
+    f = torch.rand(1, 1, 20, 17, depth, generator=g, dtype=torch.float64)
+    w = 0.5 * f + torch.rand(f.shape, generator=g, dtype=torch.float64)
+    ours = S.local_ncc_map(f, w, radius=2)
+    monai = monai_losses.LocalNormalizedCrossCorrelationLoss(spatial_dims=2, kernel_size=5, reduction="none")
+    for z in range(depth):
+        theirs = -monai(w[..., z], f[..., z])
+        torch.testing.assert_close(ours[..., 2:-2, 2:-2, z], theirs[..., 2:-2, 2:-2], atol=1e-10, rtol=1e-8)
+
+
+def test_ngf_ignores_differences_across_a_thin_axis():
+    """Analytic: ramps along a thin axis have no NGF edge (value 1 - 0 = 1 as for constant images), ramps
+    in plane keep theirs; the 3-slice slab scores as its 2-D slices. Catches a derivative across slices."""
+    i, j, k = torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in (7, 8, 3)], indexing="ij")
+    across, in_plane = (0.5 * k)[None, None], (0.3 * i + 0.1 * k)[None, None]
+    torch.testing.assert_close(S.ngf(across, across, eps=0.1), torch.ones(1, dtype=torch.float64))
+    g2 = 0.3 ** 2
+    torch.testing.assert_close(S.ngf(in_plane, in_plane, eps=0.1), torch.tensor([1 - (g2 / (g2 + 0.01)) ** 2],
+                                                                                dtype=torch.float64))
+
+
+def test_mind_without_a_mask_works_on_a_small_thick_slice_image():
+    """A 40x40x5 volume with 17 mm slices (the issue's clinical case): MIND with no mask, with a mask of
+    ones (what the engine passes when the user gave none) and with an overlap that loses the top slice
+    gives finite values and gradients; a mask of ones cuts no margin (equals no mask). This used to fail
+    with "mask is empty once voxels within 4 of its edge are dropped"."""
+    f, w = _smooth_pair((40, 40, 5), batch=2)
+    ones = torch.ones(1, 1, 40, 40, 5, dtype=torch.float64)
+    overlap = ones.clone()
+    overlap[..., -1] = 0.0
+    torch.testing.assert_close(S.mind_ssd(f, w, ones), S.mind_ssd(f, w), atol=1e-12, rtol=1e-10)
+    a = w.clone().requires_grad_()
+    value = S.mind_ssd(f, a, overlap)
+    value.sum().backward()
+    assert torch.isfinite(value).all() and torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+    assert not torch.allclose(value, S.mind_ssd(f, w))  # the lost slice is left out
+    tiny = torch.zeros_like(ones)
+    tiny[..., 20, 20, 2] = 1.0  # one voxel: no pair of neighbours inside
+    with pytest.raises(InputError, match="MIND patches"):
+        S.mind_ssd(f, w, tiny)
+
+
+def test_mind_needs_two_axes_that_are_not_thin():
+    f, w = _smooth_pair((20, 3, 2))
+    with pytest.raises(InputError, match="at least 2 axes of more than 3 voxels"):
+        S.mind_ssd(f, w)
