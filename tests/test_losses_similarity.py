@@ -271,6 +271,32 @@ def test_gaussian_mi_matches_monai():
     torch.testing.assert_close(S.mi(f, w, kernel="gaussian", bins=32), theirs.flatten(), atol=1e-8, rtol=0)
 
 
+def test_mi_sampling_fraction_and_module_resampling():
+    """A fraction draws that share of the voxels (so 1.0 is every voxel); the module redraws each call
+    only with ``resample=True``, in a sequence that repeats on a fresh module. Catches a fixed seed
+    ignored by the module, or a resampled one that is not reproducible."""
+    f, w = _smooth_pair((24, 20, 16))
+    torch.testing.assert_close(S.mi(f, w, samples=1.0), S.mi(f, w))
+    torch.testing.assert_close(S.mi(f, w, samples=0.5, seed=3), S.mi(f, w, samples=24 * 20 * 8, seed=3))
+    fixed, redrawn = MI(samples=500), MI(samples=500, resample=True)
+    assert torch.equal(fixed(f, w), fixed(f, w))
+    first = [redrawn(f, w) for _ in range(3)]
+    assert not torch.equal(first[0], first[1]) and not torch.equal(first[1], first[2])
+    again = MI(samples=500, resample=True)
+    assert all(torch.equal(a, again(f, w)) for a in first)
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"samples": 0}, "samples"), ({"samples": 1.5}, "samples"), ({"samples": True}, "samples"),
+    ({"samples": "20%"}, "samples"), ({"bins": 4}, "bins"), ({"kernel": "box"}, "kernel"),
+    ({"seed": 0.5}, "seed"), ({"resample": "yes"}, "resample"),
+])
+def test_mi_module_validates_its_options_when_built(options, match):
+    """Bad MI options fail when the module is built (config time), not at the first image."""
+    with pytest.raises(InputError, match=match):
+        make_similarity("mi", **options)
+
+
 def test_mi_sampling_is_seeded_and_close_to_the_full_value():
     f, w = _smooth_pair((24, 20, 16))
     full = S.mi(f, w).item()
@@ -280,6 +306,41 @@ def test_mi_sampling_is_seeded_and_close_to_the_full_value():
     assert abs(sampled.item() - full) < 0.05 * abs(full)
     mask = _box_mask((24, 20, 16), margin=4)
     torch.testing.assert_close(S.mi(f, w, mask, samples=10 ** 6), S.mi(f, w, mask))  # more samples than voxels
+
+
+def _dense_parzen(t: torch.Tensor, bins: int, kernel: str) -> torch.Tensor:
+    """Plain-autograd Parzen weights of every voxel at every bin ``(..., bins)``, from the kernel's formula
+    (no windows, no analytic derivatives): the reference for the joint histogram's custom backward."""
+    k = torch.arange(bins, dtype=t.dtype)
+    if kernel == "gaussian":  # centres k / (bins - 1), sigma half a bin, normalised over all bins
+        e = torch.exp(-2.0 * (t.unsqueeze(-1) * (bins - 1) - k) ** 2)
+        return e / e.sum(-1, keepdim=True)
+    x = (1.0 + t * (bins - 3)).unsqueeze(-1) - k  # cubic B-spline at distance x from bin k
+    a = x.abs()
+    return torch.where(a < 1, 2 / 3 - a**2 + a**3 / 2, torch.where(a < 2, (2 - a).clamp_min(0) ** 3 / 6, 0.0))
+
+
+@pytest.mark.parametrize("kernel", ["bspline", "gaussian"])
+def test_joint_histogram_matches_the_autograd_reference(kernel):
+    """The custom joint-histogram Function (windowed forward, analytic chunked backward) against the dense
+    einsum of the kernel formula through plain autograd: values and both gradients, and gradcheck of the
+    Function itself in float64. Catches a wrong window offset, derivative or mask factor in the backward."""
+    g = torch.Generator().manual_seed(11)
+    tf = torch.rand(2, 1, 300, generator=g, dtype=torch.float64).requires_grad_()
+    tw = torch.rand(2, 1, 300, generator=g, dtype=torch.float64).requires_grad_()
+    weight = torch.rand(2, 1, 300, generator=g, dtype=torch.float64)
+    probe = torch.randn(2, 1, 16, 16, generator=g, dtype=torch.float64)
+    ours = S._JointHistogram.apply(tf, tw, weight, 16, kernel)
+    grads = torch.autograd.grad((ours * probe).sum(), (tf, tw))
+    reference = torch.einsum("bcna,bcnk->bcak", _dense_parzen(tf, 16, kernel),
+                             _dense_parzen(tw, 16, kernel) * weight.unsqueeze(-1))
+    expected = torch.autograd.grad((reference * probe).sum(), (tf, tw))
+    tolerance = 1e-12 if kernel == "bspline" else 1e-6  # the Gaussian keeps the 6 nearest bins only
+    torch.testing.assert_close(ours, reference, atol=tolerance, rtol=0)
+    for a, b in zip(grads, expected):
+        torch.testing.assert_close(a, b, atol=tolerance * 100, rtol=tolerance)
+    small = (tf[:1, :, :40].detach().requires_grad_(), tw[:1, :, :40].detach().requires_grad_())
+    assert torch.autograd.gradcheck(lambda a, b: S._JointHistogram.apply(a, b, weight[:1, :, :40], 16, kernel), small)
 
 
 # ---- gradients and self-similarity ---------------------------------------------------------------
@@ -389,7 +450,7 @@ def test_module_values_and_repr_follow_the_hyper_parameters():
     torch.testing.assert_close(LNCC(radius=1, squared=False, reduction="none")(f, w),
                                S.lncc(f, w, radius=1, squared=False))
     assert repr(LNCC(radius=(1, 2, 3))) == "LNCC(radius=(1, 2, 3), eps=1e-05, squared=True, reduction='mean')"
-    assert "bins=16, kernel='gaussian', samples=None, seed=0" in repr(MI(bins=16, kernel="gaussian"))
+    assert "bins=16, kernel='gaussian', samples=None, seed=0, resample=False" in repr(MI(bins=16, kernel="gaussian"))
     assert repr(MINDSSC()) == "MINDSSC(radius=2, dilation=2, reduction='mean')"
 
 

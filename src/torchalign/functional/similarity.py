@@ -31,8 +31,10 @@ from .filters import THIN, _box_sum, _BoxSum, _check_image, _radii, _window_coun
 Kernel = Literal["bspline", "gaussian"]
 KERNELS = ("bspline", "gaussian")
 _WINDOW = {"bspline": 4, "gaussian": 6}  # bins each Parzen window touches
-# Voxels (times batch and channels) per joint-histogram chunk: ~100 MB of temporaries in float32.
-_HISTOGRAM_CHUNK = 1 << 19
+# Voxels (times batch and channels) per joint-histogram chunk: ~25 MB of temporaries in float32.
+# Chunks that fit the cache make forward + backward 1.6x faster than 1 << 19 did (860k voxels,
+# 1 thread: 0.19 s instead of 0.32 s); much smaller ones pay the per-chunk overhead.
+_HISTOGRAM_CHUNK = 1 << 17
 
 
 # ---- shared checks and reductions --------------------------------------------------------------
@@ -282,17 +284,15 @@ def lncc(fixed: Tensor, warped: Tensor, mask: Tensor | None = None, radius: int 
 
 
 # ---- mutual information -----------------------------------------------------------------------
-def _unit_range(x: Tensor, mask: Tensor | None) -> Tensor:
-    """Map ``(B, C, N)`` intensities to ``[0, 1]`` by each ``(b, c)`` min/max inside the mask.
-
-    The min/max are treated as constants (as ITK's Mattes metric fixes its histogram limits).
-    """
+def _unit_limits(x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Each ``(b, c)`` min and ``1 / (max - min)`` of ``(B, C, N)`` intensities inside the mask, so that
+    ``(x - min) / (max - min)`` lies in ``[0, 1]``. Constants (as ITK's Mattes metric fixes its
+    histogram limits)."""
     with torch.no_grad():
         inside = None if mask is None else mask > 0
         lo = (x if inside is None else x.masked_fill(~inside, torch.inf)).amin(-1, keepdim=True)
         hi = (x if inside is None else x.masked_fill(~inside, -torch.inf)).amax(-1, keepdim=True)
-        scale = 1.0 / (hi - lo).clamp_min(torch.finfo(x.dtype).tiny)
-    return ((x - lo) * scale).clamp(0.0, 1.0)
+        return lo, 1.0 / (hi - lo).clamp_min(torch.finfo(x.dtype).tiny)
 
 
 def _parzen(t: Tensor, bins: int, kernel: Kernel, derivative: bool = False
@@ -399,43 +399,65 @@ def _entropy(p: Tensor, dims: tuple[int, ...]) -> Tensor:
     return -(p * p.clamp_min(torch.finfo(p.dtype).tiny).log()).sum(dim=dims)
 
 
-def _entropies(fixed: Tensor, warped: Tensor, mask: Tensor | None, bins: int, kernel: Kernel,
-               samples: int | None, seed: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Marginal and joint Parzen entropies ``H(f), H(w), H(f, w)``, each ``(B, C)``, in nats."""
-    if not isinstance(bins, int) or bins < 6:
+def check_mi_options(bins: int, kernel: str, samples: int | float | None, seed: int) -> None:
+    """Validate MI's options (the loss module calls this when it is built, before any image is read)."""
+    if not isinstance(bins, int) or isinstance(bins, bool) or bins < 6:
         raise InputError(f"bins must be an integer >= 6, got {bins!r}")
     if kernel not in KERNELS:
         raise InputError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-    if samples is not None and (not isinstance(samples, int) or samples < 1):
-        raise InputError(f"samples must be a positive integer or None, got {samples!r}")
+    whole = isinstance(samples, int) and not isinstance(samples, bool) and samples >= 1
+    fraction = isinstance(samples, float) and 0 < samples <= 1
+    if not (samples is None or whole or fraction):
+        raise InputError(f"samples must be a number of voxels (integer >= 1), a fraction in (0, 1] or None, "
+                         f"got {samples!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise InputError(f"seed must be an integer, got {seed!r}")
+
+
+def _sample(count: int, samples: int | float, seed: int, device: torch.device) -> Tensor | None:
+    """Indices of ``samples`` of ``count`` candidates (a number, or a fraction of ``count``), drawn with
+    replacement from a generator seeded by ``seed`` on ``device``; ``None`` when that is all of them."""
+    wanted = samples if isinstance(samples, int) else round(samples * count)
+    if wanted >= count:
+        return None
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return torch.randint(count, (max(1, wanted),), generator=generator, device=device)
+
+
+def _entropies(fixed: Tensor, warped: Tensor, mask: Tensor | None, bins: int, kernel: Kernel,
+               samples: int | float | None, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Marginal and joint Parzen entropies ``H(f), H(w), H(f, w)``, each ``(B, C)``, in nats."""
+    check_mi_options(bins, kernel, samples, seed)
     flat_mask = None if mask is None else mask.flatten(2)
-    tf = _unit_range(fixed.flatten(2), flat_mask)
-    tw = _unit_range(warped.flatten(2), flat_mask)
+    f, w = fixed.flatten(2), warped.flatten(2)
+    limits = [_unit_limits(x, flat_mask) for x in (f, w)]  # from every voxel: no jitter with the sample
     if samples is not None:
         candidates = None if flat_mask is None else (flat_mask > 0).any(0).flatten().nonzero().flatten()
-        count = tf.shape[-1] if candidates is None else candidates.numel()
-        if samples < count:
-            pick = torch.randint(count, (samples,), generator=torch.Generator().manual_seed(seed)).to(tf.device)
+        pick = _sample(f.shape[-1] if candidates is None else candidates.numel(), samples, seed, f.device)
+        if pick is not None:
             chosen = pick if candidates is None else candidates[pick]
-            tf, tw = tf[..., chosen], tw[..., chosen]
+            f, w = f[..., chosen], w[..., chosen]
             if flat_mask is not None:
                 flat_mask = flat_mask[..., chosen]
                 if flat_mask.sum(-1).min().item() <= 0:
                     raise InputError("mask is empty at the sampled voxels for at least one pair; raise samples")
+    tf, tw = ((x - lo).mul(scale).clamp(0.0, 1.0) for x, (lo, scale) in zip((f, w), limits))
     joint = _JointHistogram.apply(tf, tw, flat_mask, bins, kernel)
     p = joint / joint.sum(dim=(-1, -2), keepdim=True)
     return _entropy(p.sum(-1), (-1,)), _entropy(p.sum(-2), (-1,)), _entropy(p, (-1, -2))
 
 
 def mi(fixed: Tensor, warped: Tensor, mask: Tensor | None = None, bins: int = 32, kernel: Kernel = "bspline",
-       samples: int | None = None, seed: int = 0) -> Tensor:
+       samples: int | float | None = None, seed: int = 0) -> Tensor:
     """Negated mutual information ``-(H(f) + H(w) - H(f, w))`` in nats -> ``(B,)``.
 
     Range ``[-min(H(f), H(w)), 0]``: 0 for independent images, lower is better. Entropies come
     from a differentiable Parzen-window joint histogram with ``bins`` bins per image and a cubic
     B-spline or Gaussian ``kernel`` (see ``_parzen``); each image's intensities are scaled by its
-    min/max inside the mask. ``samples`` draws that many voxels (with replacement, from inside
-    the mask) with a fixed ``seed``, the same ones on every call; ``None`` uses every voxel.
+    min/max inside the mask (over every voxel, sampled or not). ``samples`` (a number of voxels or
+    a fraction of those inside the mask) draws that many, with replacement, from a generator
+    seeded by ``seed``: the same ``seed`` draws the same voxels; ``None``, or a number at least the
+    voxels inside the mask, uses every voxel.
     """
     mask = _check_pair(fixed, warped, mask)
     h_f, h_w, h_fw = _entropies(fixed, warped, mask, bins, kernel, samples, seed)
@@ -443,7 +465,7 @@ def mi(fixed: Tensor, warped: Tensor, mask: Tensor | None = None, bins: int = 32
 
 
 def nmi(fixed: Tensor, warped: Tensor, mask: Tensor | None = None, bins: int = 32, kernel: Kernel = "bspline",
-        samples: int | None = None, seed: int = 0) -> Tensor:
+        samples: int | float | None = None, seed: int = 0) -> Tensor:
     """Negated normalised mutual information ``-(H(f) + H(w)) / H(f, w)`` (Studholme) -> ``(B,)``.
 
     Range ``[-2, -1]``: -1 for independent images, lower is better. The Parzen kernel blurs the
