@@ -450,7 +450,8 @@ def test_module_values_and_repr_follow_the_hyper_parameters():
     torch.testing.assert_close(LNCC(radius=1, squared=False, reduction="none")(f, w),
                                S.lncc(f, w, radius=1, squared=False))
     assert repr(LNCC(radius=(1, 2, 3))) == "LNCC(radius=(1, 2, 3), eps=1e-05, squared=True, reduction='mean')"
-    assert "bins=16, kernel='gaussian', samples=None, seed=0, resample=False" in repr(MI(bins=16, kernel="gaussian"))
+    assert "bins=16, kernel='gaussian', samples=None, seed=0, resample=False" in repr(
+        MI(bins=16, kernel="gaussian"))
     assert repr(MINDSSC()) == "MINDSSC(radius=2, dilation=2, reduction='mean')"
 
 

@@ -26,7 +26,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..errors import InputError
-from .filters import THIN, _box_sum, _BoxSum, _check_image, _radii, _window_counts, box_filter, spatial_gradient, thin_axes
+from .filters import (THIN, _box_sum, _BoxSum, _check_image, _radii, _window_counts, box_filter, spatial_gradient,
+                      thin_axes)
 
 Kernel = Literal["bspline", "gaussian"]
 KERNELS = ("bspline", "gaussian")
@@ -456,8 +457,8 @@ def mi(fixed: Tensor, warped: Tensor, mask: Tensor | None = None, bins: int = 32
     B-spline or Gaussian ``kernel`` (see ``_parzen``); each image's intensities are scaled by its
     min/max inside the mask (over every voxel, sampled or not). ``samples`` (a number of voxels or
     a fraction of those inside the mask) draws that many, with replacement, from a generator
-    seeded by ``seed``: the same ``seed`` draws the same voxels; ``None``, or a number at least the
-    voxels inside the mask, uses every voxel.
+    seeded by ``seed`` on the images' device: the same ``seed`` draws the same voxels there;
+    ``None``, or a number at least the voxels inside the mask, uses every voxel.
     """
     mask = _check_pair(fixed, warped, mask)
     h_f, h_w, h_fw = _entropies(fixed, warped, mask, bins, kernel, samples, seed)
