@@ -58,6 +58,31 @@ def _check_orthogonal(grid: Grid, name: str) -> None:
                          "orthogonal grid, resample the label maps first")
 
 
+def check_inputs(fixed: Image, *, fixed_labels: Image | None = None, moving_labels: Image | None = None,
+                 fixed_points: np.ndarray | None = None, moving_points: np.ndarray | None = None,
+                 names: dict[str, str] | None = None) -> None:
+    """Check, before any work, what evaluating a registration onto ``fixed`` will need: integer label
+    maps of the image's dimension, fixed points ``(N, D)`` RAS mm inside the fixed image (the complete
+    map is sampled there) and as many moving points. ``names`` maps the keyword names to the file
+    names used in errors."""
+    names = names or {}
+    for key, image in (("fixed_labels", fixed_labels), ("moving_labels", moving_labels)):
+        if image is not None:
+            name = names.get(key, key)
+            label_volume(image, name)
+            if image.ndim != fixed.ndim:
+                raise InputError(f"{name}: a {image.ndim}-D label map for a {fixed.ndim}-D image")
+    if (fixed_points is None) != (moving_points is None):
+        raise InputError("give both the fixed and the moving points, or neither")
+    if fixed_points is not None and moving_points is not None:
+        fname, mname = names.get("fixed_points", "fixed points"), names.get("moving_points", "moving points")
+        require_inside(torch.as_tensor(fixed_points, dtype=torch.float64), fixed.grid, fname, "the fixed image")
+        if moving_points.shape != fixed_points.shape:
+            raise InputError(f"{mname}: holds {moving_points.shape[0]} {moving_points.shape[1]}-D points but {fname} "
+                             f"holds {fixed_points.shape[0]} {fixed_points.shape[1]}-D points; landmarks must "
+                             "correspond one to one")
+
+
 def parse_labels(text: str, name: str = "--labels") -> list[int]:
     """Label ids from ``"2,3 4"`` (commas and/or whitespace); InputError for anything else."""
     tokens = [t for t in text.replace(",", " ").split() if t]
