@@ -39,9 +39,9 @@ def pair(tmp_path: Path) -> dict[str, Path]:
     labels = torch.zeros(1, 24, 20, dtype=torch.int16)
     labels[0, 8:16, 6:14] = 1
     write_image(Image(labels, grid), paths["labels"])
-    inside, outside = tmp_path / "inside.csv", tmp_path / "outside.csv"
-    inside.write_text("# space: ras\nx,y\n-5,-4\n-10,-8\n")  # voxel indices (5, 4) and (10, 8): RAS = -index
-    outside.write_text("# space: ras\nx,y\n-5,-4\n-100,-8\n")
+    inside, outside = tmp_path / "inside.txt", tmp_path / "outside.txt"  # elastix files of voxel indices
+    inside.write_text("index\n2\n5 4\n10 8\n")
+    outside.write_text("index\n2\n5 4\n100 8\n")
     paths.update(inside=inside, outside=outside)
     return paths
 
@@ -111,7 +111,7 @@ def test_fixed_points_outside_the_fixed_image_fail_before_anything_is_written(
     code, _, err = _run(_register(pair, out, "--fixed-points", pair["outside"], "--moving-points", pair["inside"]),
                         capfd)
     message = _one_line_exit_2(code, err)
-    assert "outside.csv" in message
+    assert "outside.txt" in message and "outside" in message.replace("outside.txt", "")
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
@@ -158,6 +158,15 @@ def test_report_works_from_any_working_directory(pair: dict[str, Path], tmp_path
     code, _, err = _run(["report", tmp_path / "out"], capfd)
     assert code == 0, err
     assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_fixed_points_inside_are_evaluated(pair: dict[str, Path], tmp_path: Path, capfd) -> None:
+    """The positive case of the check above: points inside the image give a TRE in metrics.json."""
+    out = tmp_path / "out"
+    code, _, err = _run(_register(pair, out, "--fixed-points", pair["inside"], "--moving-points", pair["inside"]),
+                        capfd)
+    assert code == 0, err
+    assert json.loads((out / "metrics.json").read_text())["points"]["n"] == 2
 
 
 def test_quiet_prints_nothing(pair: dict[str, Path], tmp_path: Path, capfd) -> None:

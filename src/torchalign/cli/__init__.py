@@ -69,6 +69,15 @@ def cli() -> None:
     """Image registration on PyTorch, in world coordinates."""
 
 
+def one_line(exc: click.ClickException) -> str:
+    """A click error as one line, naming the command and where its help is (click's own is four lines)."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        return f"{ctx.command_path}: {message} (see '{ctx.command_path} --help')"
+    return message
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning bad input into a one-line error and exit code 2."""
     try:
@@ -77,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("torchalign: aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"torchalign: error: {one_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     except TorchalignError as exc:
         click.echo(f"torchalign: error: {exc}", err=True)
