@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import run_cli
 from test_batch_data import corrupt, fast_settings, make_pairs, matrices, mtimes
 
 from torchalign.batch import Execution, read_pairs, run_batch
@@ -17,8 +18,6 @@ from torchalign.batch import run as run_module
 from torchalign.batch.local import run_sequential
 from torchalign.batch.marker import MARKER, finished
 from torchalign.batch.run import run_pair
-from torchalign.cli import cli, main
-from torchalign.cli.batch import batch_cmd
 from torchalign.errors import InputError
 
 N = 4
@@ -34,17 +33,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def cli_run(args: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run ``torchalign batch`` in-process (the command is added to the group if not registered yet)."""
-    if "batch" not in cli.commands:
-        cli.add_command(batch_cmd)
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capfd.readouterr()
-    return code, out, err
+cli_run = run_cli
 
 
 def test_outputs_are_those_of_the_register_command(study: Path, capfd: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from torchalign.cli import main
+from conftest import run_cli
+
 from torchalign.grid import Grid
 from torchalign.image import Image
 from torchalign.io import write_image
@@ -46,14 +47,7 @@ def pair(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-def _run(args: list, capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capfd.readouterr()
-    return code, out, err
+_run = run_cli
 
 
 def _one_line_exit_2(code: int, err: str) -> str:

@@ -20,7 +20,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from torchalign.cli import main
+from conftest import run_cli
+
 from torchalign.grid import Grid
 from torchalign.image import Image
 from torchalign.io import write_image
@@ -65,13 +66,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _run(args: list[Any], capfd: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    capfd.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 0
-    return code, capfd.readouterr().err
+    code, _, err = run_cli(args, capfd)
+    return code, err
 
 
 def _check(code: int, err: str, out: Path) -> None:
