@@ -1,15 +1,10 @@
 """torchalign: image registration on PyTorch, in world coordinates.
 
-``Grid`` and ``Image`` are loaded on first access, so that importing a torch-free submodule (the
-command line's start-up, ``torchalign.errors``) does not import torch.
+``Grid``, ``Image`` and ``__version__`` are loaded on first access, so that importing a torch-free
+submodule (the command line's start-up, ``torchalign.errors``) imports neither torch nor
+``importlib.metadata``.
 """
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
-
-try:
-    __version__ = version("torchalign")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0"
 
 __all__ = ["Grid", "Image", "__version__"]
 
@@ -23,4 +18,11 @@ def __getattr__(name: str) -> Any:
         from .image import Image
 
         return Image
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("torchalign")
+        except PackageNotFoundError:  # running from a source tree without installation
+            return "0.0.0"
     raise AttributeError(f"module 'torchalign' has no attribute {name!r}")
