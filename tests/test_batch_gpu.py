@@ -79,14 +79,14 @@ def test_gpu_batch_runner_outputs_failures_and_rerun(study: Path, tmp_path: Path
     pairs = read_pairs(study / "pairs.csv")
     settings = fast_settings(study)
     results = run_batch(pairs, tmp_path / "seq", settings)
-    assert all(r.status == "done" for r in results)
+    assert all(r.status == "ok" for r in results)
     broken = tmp_path / "broken.nii.gz"
     broken.write_bytes(Path(pairs[3].moving).read_bytes())
     corrupt(broken)
     pairs[3] = type(pairs[3])(**{**pairs[3].__dict__, "moving": str(broken)})
     out = tmp_path / "batched"
     batched = run_batch(pairs, out, settings, Execution("gpu-batch", batch_size=4))
-    assert [r.status for r in batched] == ["done"] * 3 + ["failed"] + ["done"] * 2
+    assert [r.status for r in batched] == ["ok"] * 3 + ["failed"] + ["ok"] * 2
     assert str(broken) in batched[3].error
     ids = [p.id for i, p in enumerate(pairs) if i != 3]
     np.testing.assert_allclose(matrices(out, ids), matrices(tmp_path / "seq", ids), atol=1e-6)
@@ -104,7 +104,7 @@ def test_failed_batch_falls_back_or_reports(study: Path, tmp_path: Path, monkeyp
 
     monkeypatch.setattr(gpu_module, "register_batch", diverges)
     results = run_batch(pairs, tmp_path / "fallback", fast_settings(study), Execution("gpu-batch"))
-    assert [r.status for r in results] == ["done", "done"]  # registered one by one instead
+    assert [r.status for r in results] == ["ok", "ok"]  # registered one by one instead
 
     def bug(*args: object) -> None:
         raise TypeError("unexpected keyword")
