@@ -170,8 +170,6 @@ def test_quiet_prints_nothing(pair: dict[str, Path], tmp_path: Path, capfd) -> N
     assert (code, out, err) == (0, "", "")
 
 
-@pytest.mark.xfail(strict=True, reason="needs registration/driver.py::optimise_level to iterate over "
-                                       "torchalign.progress.progress(...) instead of tqdm (integrator)")
 def test_progress_to_a_log_file_is_a_few_lines(pair: dict[str, Path], tmp_path: Path, capfd) -> None:
     """Catches tqdm writing one line per update when stderr is a file (8.5 kB for one 2-D syn run)."""
     code, _, err = _run(["register", pair["fixed"], pair["moving"], "-o", tmp_path / "out", "--preset", "rigid"],
@@ -181,9 +179,6 @@ def test_progress_to_a_log_file_is_a_few_lines(pair: dict[str, Path], tmp_path: 
     assert len(err.splitlines()) <= levels and "\r" not in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="needs registration/deformable.py::make_regularisers and "
-                                       "registration/driver.py::make_optimizer to build through "
-                                       "torchalign.factories.construct (integrator)")
 @pytest.mark.parametrize("config", [
     "preset: syn\nstages:\n  - transform: svf\n    levels: [{shrink: 2, iterations: 2}]\n"
     "    regularisers: [{name: diffusion, weight: 1, options: {sigma: 2}}]\n",
