@@ -103,6 +103,10 @@ class StationaryVelocity(_Exponential):
     def velocity_field(self) -> Tensor:
         return self.velocity if self.sign > 0 else -self.velocity
 
+    def learnable_copy(self, grid: Grid) -> StationaryVelocity:
+        return StationaryVelocity(self.grid, self.steps, self.stride, velocity=self.velocity_field().detach().clone(),
+                                  exact_grad=self.exact_grad)
+
     def inverse(self) -> StationaryVelocity:
         """``exp(-v)``, sharing this transform's velocity parameter."""
         out = StationaryVelocity(self.grid, self.steps, self.stride, velocity=self.velocity,
