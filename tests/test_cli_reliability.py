@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import torch
 
+import torchalign
 from conftest import run_cli
 
 from torchalign.grid import Grid
 from torchalign.image import Image
 from torchalign.io import write_image
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(torchalign.__file__).resolve().parents[1]  # the sources under test, wherever they are
 
 
 def _blob(shape: tuple[int, ...], shift: float = 0.0) -> torch.Tensor:
