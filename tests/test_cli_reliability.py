@@ -99,6 +99,17 @@ def test_an_input_inside_the_output_folder_is_never_deleted(pair: dict[str, Path
     assert pair["fixed"].is_file() and pair["moving"].is_file()
 
 
+def test_overwrite_never_deletes_files_the_command_does_not_write(pair: dict[str, Path], tmp_path: Path,
+                                                                  capfd) -> None:
+    """Catches `-o ~/data --overwrite` (a folder that is not an earlier output folder) being wiped."""
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "thesis.tex").write_text("mine")
+    code, _, err = _run(_register(pair, out, "--overwrite"), capfd)
+    assert "thesis.tex" in _one_line_exit_2(code, err)
+    assert (out / "thesis.tex").read_text() == "mine"
+
+
 def test_fixed_points_outside_the_fixed_image_fail_before_anything_is_written(
         pair: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """Catches the error arriving after warped.nii.gz, transform.txt and result.json were written."""
