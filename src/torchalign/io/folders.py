@@ -30,7 +30,7 @@ def check_output_folder(folder: str | os.PathLike, overwrite: bool, inputs: Sequ
     entries = sorted(p.name for p in path.iterdir())
     if entries and not overwrite:
         shown = ", ".join(entries[:3]) + (" ..." if len(entries) > 3 else "")
-        raise InputError(f"{option} {folder}: already holds {len(entries)} entries ({shown}); pass --overwrite to "
+        raise InputError(f"{option} {folder}: already holds {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} ({shown}); pass --overwrite to "
                          "replace its content, or choose another folder")
     for src in inputs:
         if Path(src).exists() and Path(src).resolve().is_relative_to(path):
