@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import torch
 
+import torchalign
 from conftest import run_cli
 
 from torchalign.grid import Grid
 from torchalign.image import Image
 from torchalign.io import write_image
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(torchalign.__file__).resolve().parents[1]  # the sources under test, wherever they are
 
 
 def _blob(shape: tuple[int, ...], shift: float = 0.0) -> torch.Tensor:
@@ -96,6 +97,17 @@ def test_an_input_inside_the_output_folder_is_never_deleted(pair: dict[str, Path
     code, _, err = _run(_register(pair, folder, "--overwrite"), capfd)
     assert "delete" in _one_line_exit_2(code, err)
     assert pair["fixed"].is_file() and pair["moving"].is_file()
+
+
+def test_overwrite_never_deletes_files_the_command_does_not_write(pair: dict[str, Path], tmp_path: Path,
+                                                                  capfd) -> None:
+    """Catches `-o ~/data --overwrite` (a folder that is not an earlier output folder) being wiped."""
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "thesis.tex").write_text("mine")
+    code, _, err = _run(_register(pair, out, "--overwrite"), capfd)
+    assert "thesis.tex" in _one_line_exit_2(code, err)
+    assert (out / "thesis.tex").read_text() == "mine"
 
 
 def test_fixed_points_outside_the_fixed_image_fail_before_anything_is_written(
