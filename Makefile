@@ -24,7 +24,7 @@ system-deps:
 	  else echo "chromium missing and not root: the report browser test will be skipped"; fi; }
 
 demo: setup
-	$(BIN)/torchalign demo -o $(DEMO_OUT)
+	$(BIN)/torchalign demo -o $(DEMO_OUT) --overwrite
 
 test: setup system-deps
 	$(BIN)/python -m pytest
