@@ -81,7 +81,11 @@ def test_linear_after_deformable_keeps_the_deformation() -> None:
     assert three.transform.linear_matrix() is None  # a field is part of the result
     u2, u3 = (r.transform.displacement(fixed.grid) for r in (two, three))
     assert u3.abs().max() > 0.5
-    assert _similarity(fixed, moving, three) <= _similarity(fixed, moving, two) + 1e-3
+    rigid_only = _similarity(fixed, moving, register(fixed, moving, _chain(RIGID)))
+    # the last rigid stage optimises its own (coarser, smoothed) level: allow a small change at full resolution
+    three_similarity = _similarity(fixed, moving, three)
+    assert three_similarity <= _similarity(fixed, moving, two) + 0.005
+    assert three_similarity < rigid_only - 0.02  # the deformation is still there
     points = fixed.grid.points(torch.float64)[None]
     roundtrip = three.inverse(three.transform(points))
     inside = (slice(None), slice(6, -6), slice(6, -6))
@@ -115,14 +119,15 @@ def test_a_chain_that_cannot_run_is_refused_when_it_loads(tmp_path) -> None:
                          ids=["slab", "thick"])
 def test_every_preset_runs_on_slabs_and_thick_slices(preset: str, shape, spacing) -> None:
     """64x64x3 slabs and 40x40x5 volumes with 17 mm slices: every preset runs (before, syn stopped with
-    'regularisers need at least 3 voxels per axis, got grid shape (5, 5, 1)'), its map is finite and
-    no deformable stage leaves its own similarity worse than it found it."""
+    'regularisers need at least 3 voxels per axis, got grid shape (5, 5, 1)'; then an MI stage lost
+    all overlap once the rigid stage tilted the slab), its map is finite and no deformable stage leaves
+    its own similarity worse than it found it."""
     fixed, moving = _pair(shape, spacing, (2, -2, 0))
     result = register(fixed, moving, resolve_config(preset))
     assert torch.isfinite(result.transform.displacement(fixed.grid)).all()
     for stage in result.stages:
-        if stage.similarity_before is not None:
-            assert stage.similarity_after <= stage.similarity_before + 1e-6
+        if stage.similarity_before is not None:  # improved, or undone (the result is then the previous one)
+            assert stage.kept_previous or stage.similarity_after <= stage.similarity_before
 
 
 METRICS = ["mse", "sad", "ncc", "lncc", "mi", "nmi", "ngf", "mind"]
