@@ -190,7 +190,7 @@ class Registration:
 def register(fixed: ImageLike, moving: ImageLike, preset: str | None = None, *,
              config: str | os.PathLike | RegistrationConfig | None = None, spacing: Sequence[float] | None = None,
              fixed_mask: ImageLike | None = None, moving_mask: ImageLike | None = None,
-             init: np.ndarray | None = None, device: str | torch.device | None = None, progress: bool = False,
+             init: str | np.ndarray | None = None, device: str | torch.device | None = None, progress: bool = False,
              **overrides: Any) -> Registration:
     """Register ``moving`` to ``fixed`` and return a :class:`Registration`.
 
@@ -205,13 +205,16 @@ def register(fixed: ImageLike, moving: ImageLike, preset: str | None = None, *,
         moving_mask: the same on the moving grid.
         overrides: top-level settings (``init``, ``seed``, ``normalize``, ``stages``) and ``metric``
             (applied to every stage), as on the command line.
-        init: a ``(D+1, D+1)`` RAS world matrix (moving_from_fixed) replacing the initialisation.
+        init: an initialisation method (``none``, ``geometry``, ``com``, ``moments``, ``search``), or a
+            ``(D+1, D+1)`` RAS world matrix (moving_from_fixed) to start from.
         device: where to run (default: where the fixed image lies).
         progress: show progress bars.
 
     Example:
         `r = ta.register("fixed.png", "moving.png", preset="affine", metric="mse")`
     """
+    if isinstance(init, str):
+        overrides["init"], init = init, None
     if isinstance(config, RegistrationConfig):
         if preset is not None or overrides:
             raise InputError("give either a RegistrationConfig or a preset with overrides, not both")
