@@ -49,7 +49,7 @@ print(f"{len(train_subjects)} training and {len(test_subjects)} test images")
 
 def fit(settings: dict, name: str, steps: int) -> torch.nn.Module:
     """Train the network that ``settings`` describes for ``steps`` Adam steps; return it."""
-    config = TrainConfig.model_validate({**settings, "output": str(OUT / name), "lr": 1e-3, "batch_size": 32,
+    config = TrainConfig.model_validate({**settings, "output": str(OUT / name), "lr": 2e-3, "batch_size": 16,
                                          "max_steps": steps, "epochs": 10**6, "tensorboard": False})
     data = PairDataset(train_subjects, "random", config.model.normalize, seed=0)
     summary = train(config, data)
@@ -97,7 +97,7 @@ def show(model: torch.nn.Module, title: str, n: int = 6) -> None:
 # fixed image by mean squared error, and the gradient flows through the sampler (a spatial
 # transformer) into the encoder.
 print(mnist_affine_net.CONFIG)
-affine_net = fit(mnist_affine_net.CONFIG, "affine", steps=150)
+affine_net = fit(mnist_affine_net.CONFIG, "affine", steps=100)
 show(affine_net, "affine network")
 
 # %%
@@ -107,7 +107,7 @@ show(affine_net, "affine network")
 # diffeomorphic transform, and a diffusion regulariser keeps the field smooth. This is VoxelMorph's
 # diffeomorphic variant, in world millimetres.
 print(mnist_dense_net.CONFIG)
-dense_net = fit(mnist_dense_net.CONFIG, "dense", steps=200)
+dense_net = fit(mnist_dense_net.CONFIG, "dense", steps=120)
 show(dense_net, "U-Net, stationary velocity field")
 
 # %%
@@ -132,10 +132,10 @@ subjects = [Subject(ta.Image(torch.from_numpy(pair[f"{k}_vol"])[None], grid),
                     ta.Image(torch.from_numpy(pair[f"{k}_seg"].astype(np.int64))[None], grid))
             for k in ("vxm_test", "l2r_subj1", "atlas2d")]
 brain_config = TrainConfig.model_validate({
-    "model": {"ndim": 2, "head": "dense", "features": [16, 32, 32, 32], "field": "velocity", "normalize": "minmax"},
+    "model": {"ndim": 2, "head": "dense", "features": [8, 16, 16, 16], "field": "velocity", "normalize": "minmax"},
     "loss": {"similarity": "lncc", "similarity_options": {"radius": 2},
              "regularisers": [{"name": "diffusion", "weight": 1.0}]},
-    "output": str(OUT / "brain"), "lr": 2e-3, "batch_size": 4, "max_steps": 150, "epochs": 10**6,
+    "output": str(OUT / "brain"), "lr": 3e-3, "batch_size": 2, "max_steps": 80, "epochs": 10**6,
     "tensorboard": False})
 brain_data = PairDataset(subjects, [(2, 0), (0, 2), (2, 1), (1, 2)], "minmax",
                          augment=AugmentConfig(rotate=10, scale=0.1, translate=5), seed=0)
@@ -155,7 +155,7 @@ def dice(transform) -> float:
 
 
 predicted = predict_pair(brain_net, brain_config, fixed, moving)
-tuned = predict_pair(brain_net, brain_config, fixed, moving, finetune_steps=60)
+tuned = predict_pair(brain_net, brain_config, fixed, moving, finetune_steps=40)
 classical = ta.register(fixed, moving, preset="syn", init="none")
 print(f"mean Dice over {len(common)} labels: before {ta.evaluate(fixed_seg, moving_seg, labels=common)['mean']['dice']:.3f}, "
       f"network {dice(predicted.transform):.3f} ({1000 * predicted.seconds['predict']:.0f} ms), "
@@ -174,7 +174,7 @@ for ax, (title, data) in zip(axes, panels):
 fig.tight_layout()
 
 # %%
-# Trained on four pairs for a couple of minutes, the network already moves the labels towards each
+# Trained on four pairs for a few dozen steps, the network already moves the labels towards each
 # other; fine-tuning on the pair closes most of the gap to the classical optimiser. With a real
 # training set (hundreds of subjects, `torchalign train config.yaml`) the network alone gets
 # close, and fine-tuning costs a fraction of a full optimisation.
