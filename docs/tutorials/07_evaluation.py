@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 import torchalign as ta
-from torchalign.functional.filters import gaussian_smooth
 from torchalign.functional.jacobian import jacobian_det
 from torchalign.metrics import curl_magnitude, field_rmse, inverse_consistency
 from torchalign.resample import resample
@@ -103,12 +102,11 @@ print(f"inverse consistency in the brain: median {error[0][brain].median():.3f} 
 # ## Known answers: TRE and field RMSE
 #
 # Landmarks or a ground-truth field say how far each point is from where it should be. We make
-# them: a smooth random velocity field `w` defines `S = exp(w)`; the moving image is the fixed image
-# pulled through `S`, so the true registration is `S^-1 = exp(-w)`. Landmarks are 50 random brain
-# pixels of the fixed image; their true partners are `S^-1(p)`.
-torch.manual_seed(0)
-w = gaussian_smooth(torch.randn(1, 2, *grid.shape), 8.0)
-w *= 6.0 / w.norm(dim=1).max()  # velocities up to 6 mm
+# them: a smooth velocity field `w` (two slow waves, up to 3 mm) defines `S = exp(w)`; the moving
+# image is the fixed image pulled through `S`, so the true registration is `S^-1 = exp(-w)`.
+# Landmarks are 50 random brain pixels of the fixed image; their true partners are `S^-1(p)`.
+x0, x1 = grid.points().unbind(-1)  # world mm
+w = torch.stack([3.0 * torch.sin(2 * torch.pi * x1 / 96), 3.0 * torch.cos(2 * torch.pi * x0 / 80)])[None]
 s = StationaryVelocity(grid, velocity=w)
 truth = s.inverse()
 synthetic = resample(fixed, grid, s)
