@@ -33,6 +33,7 @@ from .grid import Grid
 from .image import Image
 from .io import read_image, write_image
 from .metrics.evaluate import evaluate as evaluate_document
+from .outputs import is_deformable, write_evaluation, write_registration
 from .registration import Result
 from .registration import register as register_images
 from .resample import resample
@@ -141,16 +142,11 @@ class Registration:
             raise InputError("give both fixed_labels and moving_labels, or neither")
         fl = None if fixed_labels is None else _on(fixed_labels, self.fixed.grid, "fixed_labels")
         warped = None if moving_labels is None else self.warp(moving_labels, interp="label").to("cpu")
-        need_field = fixed_points is not None or not self.is_linear
+        need_field = fixed_points is not None or is_deformable(self.result)
         with torch.no_grad():
             field = self.transform.displacement(self.fixed.grid).cpu() if need_field else None
         return evaluate(fl, warped, labels=labels, fixed_points=fixed_points,
                         moving_points=moving_points, warp=None if field is None else (field, self.fixed.grid))
-
-    @property
-    def is_linear(self) -> bool:
-        """True when every stage was linear (no displacement field)."""
-        return all(stage.is_linear for stage in self.config.stages)
 
     def save(self, outdir: str | os.PathLike, *, fixed_labels: ImageLike | None = None,
              moving_labels: ImageLike | None = None, labels: Sequence[int] | None = None,
@@ -160,8 +156,6 @@ class Registration:
         Images that were not read from files are first written there as ``fixed.nii.gz`` and
         ``moving.nii.gz``, so ``result.json`` names real files and the report can be built.
         """
-        from .outputs import write_evaluation, write_registration
-
         out = Path(outdir)
         out.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
