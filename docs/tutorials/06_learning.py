@@ -157,7 +157,8 @@ def dice(transform) -> float:
 predicted = predict_pair(brain_net, brain_config, fixed, moving)
 tuned = predict_pair(brain_net, brain_config, fixed, moving, finetune_steps=40)
 classical = ta.register(fixed, moving, preset="syn", init="none")
-print(f"mean Dice over {len(common)} labels: before {ta.evaluate(fixed_seg, moving_seg, labels=common)['mean']['dice']:.3f}, "
+before = ta.evaluate(fixed_seg, moving_seg, labels=common)["mean"]["dice"]
+print(f"mean Dice over {len(common)} labels: before {before:.3f}, "
       f"network {dice(predicted.transform):.3f} ({1000 * predicted.seconds['predict']:.0f} ms), "
       f"fine-tuned {dice(tuned.transform):.3f} (+{tuned.seconds['finetune']:.1f} s), "
       f"syn preset {dice(classical.transform):.3f} ({classical.result.seconds:.1f} s)")

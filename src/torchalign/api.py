@@ -234,8 +234,9 @@ def evaluate(fixed_labels: ImageLike | None = None, warped_labels: ImageLike | N
     carried through ``warp`` = ``(displacement (1, D, *S), grid)`` when given) and field statistics
     (det J, folding, SDlogJ, curl)."""
     fl = None if fixed_labels is None else as_image(fixed_labels, name="fixed_labels")
-    wl = None if warped_labels is None else \
-        _on(warped_labels, fl.grid, "warped_labels") if fl is not None else as_image(warped_labels, name="warped_labels")
+    wl = None
+    if warped_labels is not None:  # a bare array lies on the fixed labels' grid
+        wl = _on(warped_labels, fl.grid, "warped_labels") if fl is not None else as_image(warped_labels)
     return evaluate_document(fl, wl, labels=labels, warp=warp, resample_labels=resample_labels,
                              fixed_points=None if fixed_points is None else _points(fixed_points),
                              moving_points=None if moving_points is None else _points(moving_points))
