@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO_OUT ?= demo_out
 
-.PHONY: setup system-deps demo test test-slow bench clean
+.PHONY: setup system-deps demo test test-slow bench docs clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,18 @@ test: setup system-deps
 
 test-slow: setup system-deps
 	$(BIN)/python -m pytest -m slow
+
+# The documentation site into site/: tutorials executed (their images come from ../shared/data),
+# API reference from the docstrings; strict, so a broken link or reference fails the build.
+DOCS_STAMP := $(VENV)/.docs-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
+	rm -f $(VENV)/.docs-installed-*
+	touch $@
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 PYTHONPATH=src $(BIN)/mkdocs build --strict
 
 bench: setup
 	$(BIN)/python benchmarks/linear.py
