@@ -48,4 +48,4 @@ bench: setup
 	$(BIN)/python benchmarks/linear.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache site docs/generated

@@ -214,7 +214,7 @@ def test_save_writes_the_register_outputs_and_a_report(deformable: api.Registrat
     """In-memory images are written beside the outputs so result.json names real files and the report
     builds; catches a save that leaves the report without its inputs."""
     paths = deformable.save(tmp_path / "out", fixed_labels=_labels(None), moving_labels=_labels(SHIFT),
-                            labels=[1, 2], report=True)
+                            labels=[1, 2], write_inverse=True, write_jacobian=True, report=True)
     names = {p.name for p in paths.values()}
     assert {"fixed.nii.gz", "moving.nii.gz", "warped.nii.gz", "transform.txt", "result.json", "warp.nii.gz",
             "inverse_warp.nii.gz", "jacobian.nii.gz", "warped_labels.nii.gz", "metrics.json", "report.html"} <= names

@@ -33,7 +33,7 @@ from .grid import Grid
 from .image import Image
 from .io import read_image, write_image
 from .metrics.evaluate import evaluate as evaluate_document
-from .outputs import is_deformable, write_evaluation, write_registration
+from .outputs import is_deformable, write_outputs
 from .registration import Result
 from .registration import register as register_images
 from .resample import resample
@@ -150,11 +150,13 @@ class Registration:
 
     def save(self, outdir: str | os.PathLike, *, fixed_labels: ImageLike | None = None,
              moving_labels: ImageLike | None = None, labels: Sequence[int] | None = None,
-             fixed_points: Any = None, moving_points: Any = None, report: bool = False) -> dict[str, Path]:
+             fixed_points: Any = None, moving_points: Any = None, write_inverse: bool = False,
+             write_jacobian: bool = False, report: bool = False) -> dict[str, Path]:
         """Write what ``torchalign register`` writes (see *outputs*) into ``outdir``; return the paths.
 
         Images that were not read from files are first written there as ``fixed.nii.gz`` and
         ``moving.nii.gz``, so ``result.json`` names real files and the report can be built.
+        ``write_inverse``/``write_jacobian`` add ``inverse_warp.nii.gz``/``jacobian.nii.gz``.
         """
         out = Path(outdir)
         out.mkdir(parents=True, exist_ok=True)
@@ -166,14 +168,13 @@ class Registration:
                 paths[name] = write_image(image.to("cpu"), out / f"{name}.nii.gz")
                 src = str(paths[name])
             sources.append(src)
-        paths.update(write_registration(out, self.fixed, self.moving, self.result, self.config, sources))
-        if fixed_labels is not None or fixed_points is not None:
-            paths.update(write_evaluation(
-                out, self.fixed, self.result, sources,
-                fixed_labels=None if fixed_labels is None else _on(fixed_labels, self.fixed.grid, "fixed_labels"),
-                moving_labels=None if moving_labels is None else _on(moving_labels, self.moving.grid, "moving_labels"),
-                labels=labels, fixed_points=None if fixed_points is None else _points(fixed_points).numpy(),
-                moving_points=None if moving_points is None else _points(moving_points).numpy()))
+        optional = [name for name, wanted in (("inverse_warp", write_inverse), ("jacobian", write_jacobian)) if wanted]
+        paths.update(write_outputs(
+            out, self.fixed, self.moving, self.result, self.config, sources, optional=optional,
+            fixed_labels=None if fixed_labels is None else _on(fixed_labels, self.fixed.grid, "fixed_labels"),
+            moving_labels=None if moving_labels is None else _on(moving_labels, self.moving.grid, "moving_labels"),
+            labels=labels, fixed_points=None if fixed_points is None else _points(fixed_points).numpy(),
+            moving_points=None if moving_points is None else _points(moving_points).numpy()))
         if report:
             from .report import build_report
 
