@@ -119,7 +119,7 @@ def test_train_config_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="needs the list of `labels`"):
         load_train_config(cfg)
     cfg = write_config(tmp_path / "two.yaml", {"folder": "data", "csv": "x.csv"})
-    with pytest.raises(InputError, match="exactly one of `folder` and `csv`"):
+    with pytest.raises(InputError, match="exactly one of `folder`, `csv` and `synth`"):
         load_train_config(cfg)
 
 

@@ -31,6 +31,12 @@ class ModelConfig(_Strict):
     """The network: a U-Net (dense head) or a convolutional encoder (affine head)."""
 
     ndim: Literal[2, 3]
+    backbone: Literal["unet", "correlation"] = Field(
+        "unet", description="unet: regress the field (VoxelMorph); correlation: MIND + learned descriptors, "
+                            "local cost volumes and a soft argmax (nn/correlation.py), dense velocity only.")
+    radius: int = Field(4, ge=1, le=8, description="Correlation: search radius, voxels of the network grid.")
+    iterations: int = Field(2, ge=1, le=4, description="Correlation: warp-and-correlate passes.")
+    sigma: float = Field(3.0, ge=0.0, description="Correlation: Gaussian smoothing of each pass's offsets, voxels.")
     head: Literal["dense", "affine"] = "dense"
     features: list[int] = Field(default_factory=lambda: [16, 32, 32, 32],
                                 description="Channels per level; each level after the first halves the size.")
@@ -56,6 +62,12 @@ class ModelConfig(_Strict):
         if not v or any(f < 1 for f in v):
             raise ValueError("features must be a non-empty list of positive channel counts")
         return v
+
+    @model_validator(mode="after")
+    def _correlation(self) -> ModelConfig:
+        if self.backbone == "correlation" and (self.head != "dense" or self.field != "velocity" or self.stride != 1):
+            raise ValueError("the correlation backbone predicts a dense velocity at stride 1")
+        return self
 
 
 class AugmentConfig(_Strict):

@@ -154,3 +154,15 @@ def write_prediction(outdir: str | Path, fixed: Image, moving: Image, prediction
     doc = {"timings": {k: round(v, 4) for k, v in prediction.seconds.items()}, **(extra or {})}
     with torch.no_grad():
         return write_registration(Path(outdir), fixed, moving, result, config, inputs, doc)  # type: ignore[arg-type]
+
+
+def register_network(fixed: Image, moving: Image, model: str | os.PathLike = "synth2d", *, finetune_steps: int = 0,
+                     metric: str | None = None, lr: float | None = None, device: torch.device | str = "cpu") -> Result:
+    """``register`` with a network: ``Result`` of the bundled or checkpointed ``model`` on one pair.
+
+    ``register_network(fixed, moving)`` uses the bundled ``synth2d``; ``finetune_steps`` adds
+    instance optimisation with ``metric`` (default: the model's similarity; ``mi`` across contrasts).
+    """
+    net, config = load_model(model, device)
+    prediction = predict_pair(net, config, fixed, moving, finetune_steps, lr, metric=metric)
+    return to_result(prediction, metric or config.loss.similarity)

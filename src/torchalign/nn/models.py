@@ -18,10 +18,11 @@ from ..transforms.dense import DenseDisplacement
 from ..transforms.linear import LinearTransform, MatrixTransform
 from ..transforms.velocity import StationaryVelocity
 from .config import ModelConfig
+from .correlation import CorrelationBackbone, OffsetHead
 from .heads import AffineHead, DenseHead
 from .unet import Encoder, UNet
 
-Head = DenseHead | AffineHead
+Head = DenseHead | AffineHead | OffsetHead
 
 
 def _shape(x: Tensor) -> str:
@@ -75,8 +76,11 @@ class RegistrationNet(nn.Module):
 
 
 def build_model(config: ModelConfig) -> RegistrationNet:
-    """A U-Net with a dense head, or an encoder with an affine head, as ``config`` says."""
+    """A U-Net with a dense head, an encoder with an affine head, or a correlation backbone, as ``config`` says."""
     d = config.ndim
+    if config.backbone == "correlation":
+        backbone = CorrelationBackbone(d, config.features, config.radius, config.iterations, config.sigma)
+        return RegistrationNet(backbone, OffsetHead(d, config.steps), config)
     if config.head == "dense":
         unet = UNet(d, 2, config.features)
         return RegistrationNet(unet, DenseHead(d, unet.out_channels, config.field, config.steps, config.stride), config)

@@ -120,7 +120,7 @@ class SynthDataset(Dataset):
 
     Item ``i`` of epoch ``e`` is drawn from a generator seeded by ``(seed, e, i)``: reproducible,
     and data-loader workers agree. A ``validation`` set draws from another stream, the same pairs
-    every epoch.
+    every epoch (drawn once, then kept).
     """
 
     def __init__(self, config: SynthConfig, pairs: int, seed: int = 0, validation: bool = False):
@@ -130,6 +130,7 @@ class SynthDataset(Dataset):
         self.seed = seed
         self.validation = validation
         self.epoch = 0
+        self._kept: dict[int, dict[str, Tensor]] = {}
 
     def set_epoch(self, epoch: int) -> None:
         if not self.validation:
@@ -139,8 +140,12 @@ class SynthDataset(Dataset):
         return self.pairs
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
+        if index in self._kept:
+            return self._kept[index]
         gen = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, int(self.validation), self.epoch, index])
                                                 .generate_state(1)[0]))
         item = synth_pair(self.grid, self.config, gen)
         item["world_from_voxel"] = torch.tensor(self.grid.world_from_voxel)
+        if self.validation:
+            self._kept[index] = item
         return item
