@@ -24,7 +24,8 @@ Cases:
 * **Inter-subject Dice** (brain2d ``l2r_subj1`` -> ``vxm_test``, both ways): mean Dice over the
   labels present in both slices, the moving labels pulled through the map (nearest neighbour).
 
-Times are wall seconds of the call alone (no file reading), with ``--threads`` torch threads.
+Times are wall seconds (``s``) and process CPU seconds (``cpu``, all threads) of the call alone (no
+file reading), with ``--threads`` torch threads; on a shared machine trust the CPU column.
 """
 from __future__ import annotations
 
@@ -110,8 +111,16 @@ def dice_cases() -> dict[str, dict[str, Any]]:
 
 
 # ---- methods -------------------------------------------------------------------------------------
-def run_methods(case: dict[str, Any], finetune: int, model: Any, config: Any) -> dict[str, tuple[np.ndarray, float]]:
-    """Each method's displacement ``(D, *S)`` (mm = voxels here) and wall seconds."""
+def _timed(call: Any) -> tuple[Any, float, float]:
+    """``call()``'s value, wall seconds and process CPU seconds (all threads)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    value = call()
+    return value, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def run_methods(case: dict[str, Any], finetune: int, model: Any,
+                config: Any) -> dict[str, tuple[np.ndarray, float, float]]:
+    """Each method's displacement ``(D, *S)`` (mm = voxels here), wall and CPU seconds."""
     import torch
 
     from torchalign.config import load_preset
@@ -124,22 +133,18 @@ def run_methods(case: dict[str, Any], finetune: int, model: Any, config: Any) ->
     fixed = Image(torch.from_numpy(np.ascontiguousarray(case["fixed"], dtype=np.float32))[None], grid)
     moving = Image(torch.from_numpy(np.ascontiguousarray(case["moving"], dtype=np.float32))[None], grid)
     metric = "mi" if case["cross"] else "lncc"
-    out: dict[str, tuple[np.ndarray, float]] = {}
-    t0 = time.perf_counter()
-    alone = predict_pair(model, config, fixed, moving)
-    out["network"] = (alone.displacement[0].numpy(), time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    tuned = predict_pair(model, config, fixed, moving, finetune, metric=metric)
-    out[f"network + {finetune} ft"] = (tuned.displacement[0].numpy(), time.perf_counter() - t0)
+    out: dict[str, tuple[np.ndarray, float, float]] = {}
+    alone, wall, cpu = _timed(lambda: predict_pair(model, config, fixed, moving))
+    out["network"] = (alone.displacement[0].numpy(), wall, cpu)
+    tuned, wall, cpu = _timed(lambda: predict_pair(model, config, fixed, moving, finetune, metric=metric))
+    out[f"network + {finetune} ft"] = (tuned.displacement[0].numpy(), wall, cpu)
     preset = load_preset("syn")
     if case["cross"]:
         preset = preset.model_copy(update={"stages": [s.model_copy(update={"metric": "mi", "metric_options": {}})
                                                       if s.transform == "syn" else s for s in preset.stages]})
-    t0 = time.perf_counter()
-    result = register(fixed, moving, preset)
-    seconds = time.perf_counter() - t0
+    result, wall, cpu = _timed(lambda: register(fixed, moving, preset))
     with torch.no_grad():
-        out["syn"] = (result.transform.displacement(grid)[0].numpy(), seconds)
+        out["syn"] = (result.transform.displacement(grid)[0].numpy(), wall, cpu)
     return out
 
 
@@ -171,20 +176,22 @@ def run(cases: list[str] | None, finetune: int, threads: int, rms: float, sigma:
             mask = case["fixed"] > 0.05 * case["fixed"].max()
             rows.append({"case": name, "score": "map error mm", "before": map_error(np.zeros_like(case["true"]),
                                                                                   case["true"], mask),
-                         **{m: map_error(d, case["true"], mask) for m, (d, _) in results.items()},
-                         **{f"{m} s": s for m, (_, s) in results.items()}})
+                         **{m: map_error(d, case["true"], mask) for m, (d, _, _) in results.items()},
+                         **{f"{m} s": s for m, (_, s, _) in results.items()},
+                         **{f"{m} cpu": c for m, (_, _, c) in results.items()}})
         else:
             rows.append({"case": name, "score": "Dice", "before": mean_dice(case["fixed_seg"], case["moving_seg"],
                                                                             np.zeros((2, *case["fixed"].shape))),
-                         **{m: mean_dice(case["fixed_seg"], case["moving_seg"], d) for m, (d, _) in results.items()},
-                         **{f"{m} s": s for m, (_, s) in results.items()}})
+                         **{m: mean_dice(case["fixed_seg"], case["moving_seg"], d) for m, (d, _, _) in results.items()},
+                         **{f"{m} s": s for m, (_, s, _) in results.items()},
+                         **{f"{m} cpu": c for m, (_, _, c) in results.items()}})
         print(table([rows[-1]]).splitlines()[-1], flush=True)
     return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    methods = [k for k in rows[0] if k not in ("case", "score", "before") and not k.endswith(" s")]
-    head = ["case", "score", "before", *methods, *(f"{m} s" for m in methods)]
+    methods = [k for k in rows[0] if k not in ("case", "score", "before") and not k.endswith((" s", " cpu"))]
+    head = ["case", "score", "before", *methods, *(f"{m} s" for m in methods), *(f"{m} cpu" for m in methods)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join(str(r[k]) if isinstance(r[k], str) else f"{r[k]:.3f}" for k in head) + " |")

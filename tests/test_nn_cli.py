@@ -139,6 +139,7 @@ def test_bundled_synth2d_registers_a_real_slice_out_of_the_box(tmp_path: Path,
     from torchalign.grid import Grid
     from torchalign.image import Image
     from torchalign.io import write_image
+    from torchalign.nn import register_network
     from torchalign.nn.inference import bundled_models, resolve_model
 
     assert "synth2d" in bundled_models()
@@ -155,6 +156,9 @@ def test_bundled_synth2d_registers_a_real_slice_out_of_the_box(tmp_path: Path,
     assert {p.name for p in out.iterdir()} == {"warped.nii.gz", "transform.txt", "result.json", "warp.nii.gz",
                                                "inverse_warp.nii.gz", "jacobian.nii.gz"}
     field = read_displacement(out / "warp.nii.gz").field[0].numpy()
+    result = register_network(read_image(tmp_path / "fixed.nii.gz"), read_image(tmp_path / "moving.nii.gz"))
+    with torch.no_grad():  # the Python API gives the CLI's map
+        assert np.allclose(result.transform.displacement(grid)[0].numpy(), field, atol=1e-4)
     head = source > 0.05 * source.max()
     error = np.sqrt(((field - true) ** 2).sum(0))[head].mean()
     before = np.sqrt((true ** 2).sum(0))[head].mean()

@@ -42,8 +42,8 @@ class CorrelationBackbone(nn.Module):
     """``(B, 2, *S)`` -> expected offset ``(B, D, *S)`` in voxels, from cost volumes of ``radius`` voxels.
 
     Descriptors: MIND-SSC (contrast-insensitive self-similarity, centred per voxel) concatenated with
-    learned convolutional features whose last layer starts at zero, so the untrained network is a
-    MIND matcher and training adds what synthetic pairs teach. ``iterations`` > 1 warps the moving
+    learned convolutional features whose last layer starts small, so the untrained network is mostly
+    a MIND matcher and training adds what synthetic pairs teach. ``iterations`` > 1 warps the moving
     descriptors by the smoothed estimate and correlates again (a coarse-to-fine style cascade).
     """
 
@@ -55,8 +55,9 @@ class CorrelationBackbone(nn.Module):
                              f"features, got {ndim}, {radius}, {iterations}, {list(features)}")
         chans = [1, *features]
         last = (nn.Conv2d if ndim == 2 else nn.Conv3d)(chans[-1], chans[-1], 1)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)  # type: ignore[arg-type]
+        with torch.no_grad():  # small, not zero: at zero the cost's gradient to either side's features is
+            last.weight.mul_(0.1)  # the other side's features, zero too (a saddle training never leaves)
+            last.bias.zero_()  # type: ignore[union-attr]
         self.encoder = nn.Sequential(*[conv(ndim, chans[i], chans[i + 1]) for i in range(len(features))], last)
         self.ndim, self.radius, self.iterations, self.sigma = ndim, radius, iterations, sigma
         self.in_channels, self.out_channels = 2, ndim

@@ -1,11 +1,14 @@
-"""Unsupervised training of registration networks, and per-pair fine-tuning, with the library's losses.
+"""Training of registration networks (unsupervised, label-supervised, field-supervised), and per-pair fine-tuning.
 
-The objective is the classical one: ``similarity(fixed, warped, overlap) + sum(w * reg(u))`` with
-``u`` the displacement of the predicted transform on the fixed grid, plus an optional soft-Dice
-term on warped one-hot label maps. :func:`train` runs on one process, or on several when launched
-by ``torchrun`` (DistributedDataParallel; gloo on the CPU, nccl on CUDA) without any change.
-Rank 0 writes ``OUTPUT/checkpoint.pt`` (atomically, every epoch), ``OUTPUT/log.csv`` and, when
-tensorboard is importable, ``OUTPUT/tensorboard``.
+The objective is the classical one: ``w * similarity(fixed, warped, overlap) + sum(w * reg(u))`` with
+``u`` the displacement of the predicted transform on the fixed grid, plus optional soft-Dice on
+warped one-hot label maps and the squared error to a known field (synthetic pairs). :func:`train`
+runs on one process, or on several when launched by ``torchrun`` (DistributedDataParallel; gloo on
+the CPU, nccl on CUDA) without any change; it validates after every epoch on held-out pairs, keeps
+the best checkpoint, follows a learning-rate schedule, stops early, and runs the network in mixed
+precision on request. Rank 0 writes ``OUTPUT/checkpoint.pt`` (atomically, every epoch),
+``OUTPUT/best.pt``, ``OUTPUT/log.csv``, ``OUTPUT/validation.csv`` and, when tensorboard is
+importable, ``OUTPUT/tensorboard``.
 """
 from __future__ import annotations
 
