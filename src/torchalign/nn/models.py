@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
+from ..functional.filters import downsample
 from ..functional.sampling import Padding, sample_affine, sample_world
 from ..grid import Grid
 from ..registration import linear_center_radius
@@ -17,10 +18,11 @@ from ..transforms.dense import DenseDisplacement
 from ..transforms.linear import LinearTransform, MatrixTransform
 from ..transforms.velocity import StationaryVelocity
 from .config import ModelConfig
+from .correlation import CorrelationBackbone, OffsetHead
 from .heads import AffineHead, DenseHead
 from .unet import Encoder, UNet
 
-Head = DenseHead | AffineHead
+Head = DenseHead | AffineHead | OffsetHead
 
 
 def _shape(x: Tensor) -> str:
@@ -43,6 +45,12 @@ class RegistrationNet(nn.Module):
         self.ndim = head.ndim
         self.config = config
 
+    def network_grid(self, grid: Grid) -> Grid:
+        """The grid the network sees: ``grid`` shrunk to the model's ``spacing`` (never refined)."""
+        spacing = self.config.spacing if self.config is not None else None
+        factors = [1.0 if spacing is None else max(1.0, spacing / s) for s in grid.spacing]
+        return grid if all(f < 1.01 for f in factors) else grid.downsample(factors)
+
     def forward(self, fixed: Tensor, moving: Tensor, grid: Grid) -> SpatialTransform:
         d = self.ndim
         if grid.ndim != d:
@@ -53,21 +61,29 @@ class RegistrationNet(nn.Module):
                 raise InputError(f"{name} must be {expected} on the grid, got {_shape(x)}")
         if fixed.shape[0] != moving.shape[0]:
             raise InputError(f"fixed and moving batches differ: {_shape(fixed)} vs {_shape(moving)}")
-        features = self.backbone(torch.cat([fixed, moving], 1))
-        spatial = grid.shape if self.head.full_resolution else tuple(features.shape[2:])
+        pair = torch.cat([fixed, moving], 1)
+        net_grid = self.network_grid(grid)
+        if net_grid is not grid:
+            pair = downsample(pair, [a / b for a, b in zip(grid.shape, net_grid.shape)])
+        features = self.backbone(pair).float()
+        spatial = net_grid.shape if self.head.full_resolution else tuple(features.shape[2:])
         want = (fixed.shape[0], self.head.in_channels, *spatial)
         if tuple(features.shape) != want:
             raise InputError(f"backbone output {_shape(features)} does not fit the {type(self.head).__name__}: "
                              f"expected ({', '.join(str(n) for n in want)})")
-        return self.head(features, grid)
+        with torch.autocast(features.device.type, enabled=False):  # fields and integration in float32
+            return self.head(features, net_grid)
 
 
 def build_model(config: ModelConfig) -> RegistrationNet:
-    """A U-Net with a dense head, or an encoder with an affine head, as ``config`` says."""
+    """A U-Net with a dense head, an encoder with an affine head, or a correlation backbone, as ``config`` says."""
     d = config.ndim
+    if config.backbone == "correlation":
+        backbone = CorrelationBackbone(d, config.features, config.radius, config.iterations, config.sigma)
+        return RegistrationNet(backbone, OffsetHead(d, config.steps), config)
     if config.head == "dense":
         unet = UNet(d, 2, config.features)
-        return RegistrationNet(unet, DenseHead(d, unet.out_channels, config.field, config.steps), config)
+        return RegistrationNet(unet, DenseHead(d, unet.out_channels, config.field, config.steps, config.stride), config)
     encoder = Encoder(d, 2, config.features)
     head = AffineHead(d, encoder.out_channels, config.linear, config.pool, config.hidden)
     return RegistrationNet(encoder, head, config)
@@ -97,9 +113,10 @@ def learnable(transform: SpatialTransform, grid: Grid) -> SpatialTransform:
     (the classical driver's parametrisation about the grid centre).
     """
     if isinstance(transform, StationaryVelocity):
-        return StationaryVelocity(transform.grid, transform.steps, velocity=transform.velocity.detach().clone())
+        return StationaryVelocity(transform.grid, transform.steps, transform.stride,
+                                  velocity=transform.velocity.detach().clone())
     if isinstance(transform, DenseDisplacement):
-        return DenseDisplacement(transform.grid, field=transform.field.detach().clone())
+        return DenseDisplacement.from_field(transform.field.detach().clone(), transform.field_grid)
     if isinstance(transform, MatrixTransform):
         matrix = transform.matrix().detach().clone()
         center, radius = linear_center_radius(grid)
