@@ -37,7 +37,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]
 def test_predict_writes_the_outputs_of_register(trained: tuple[Path, list[Path]], tmp_path: Path) -> None:
     ckpt, paths = trained
     out = tmp_path / "out"
-    result = CliRunner().invoke(predict_cmd, ["--model", str(ckpt), str(paths[0]), str(paths[1]), "-o", str(out)])
+    result = CliRunner().invoke(predict_cmd, ["--model", str(ckpt), str(paths[0]), str(paths[1]), "-o", str(out),
+                                              "--write-inverse", "--write-jacobian"])
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "result.json").read_text())
     assert doc["outputs"] == {"warped": "warped.nii.gz", "transform": "transform.txt", "result": "result.json",
@@ -100,8 +101,11 @@ def test_predict_errors_are_input_errors(trained: tuple[Path, list[Path]], tmp_p
     inside.mkdir()
     fixed = inside / "warped.nii.gz"
     fixed.write_bytes(paths[0].read_bytes())
-    with pytest.raises(InputError, match="refusing to overwrite an input"):
+    with pytest.raises(InputError, match="already holds"):
         predict_cmd.main(["--model", str(ckpt), str(fixed), str(paths[1]), "-o", str(inside)], standalone_mode=False)
+    with pytest.raises(InputError, match="holds the input"):
+        predict_cmd.main(["--model", str(ckpt), str(fixed), str(paths[1]), "-o", str(inside), "--overwrite"],
+                         standalone_mode=False)
     assert fixed.read_bytes() == paths[0].read_bytes()
 
 
@@ -151,7 +155,8 @@ def test_bundled_synth2d_registers_a_real_slice_out_of_the_box(tmp_path: Path,
     write_image(Image(torch.from_numpy(moving)[None], grid), tmp_path / "moving.nii.gz")
     out = tmp_path / "out"
     result = CliRunner().invoke(predict_cmd, ["--model", "synth2d", str(tmp_path / "fixed.nii.gz"),
-                                              str(tmp_path / "moving.nii.gz"), "-o", str(out)])
+                                              str(tmp_path / "moving.nii.gz"), "-o", str(out), "--write-inverse",
+                                              "--write-jacobian"])
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == {"warped.nii.gz", "transform.txt", "result.json", "warp.nii.gz",
                                                "inverse_warp.nii.gz", "jacobian.nii.gz"}

@@ -14,7 +14,7 @@ from torchalign.errors import InputError
 from torchalign.grid import Grid
 from torchalign.nn.checkpoint import load_checkpoint
 from torchalign.nn.config import ModelConfig, load_train_config
-from torchalign.nn.models import build_model, learnable
+from torchalign.nn.models import build_model
 from torchalign.nn.train import train
 
 
@@ -125,7 +125,7 @@ def test_half_resolution_integration_and_network_spacing(tmp_path: Path) -> None
     transform = half(img, img, grid)
     assert tuple(transform.velocity.shape) == (1, 2, 10, 12)
     assert tuple(transform.displacement(grid).shape) == (1, 2, 20, 24)
-    assert tuple(learnable(transform, grid).velocity.shape) == (1, 2, 10, 12)
+    assert tuple(transform.learnable_copy(grid).velocity.shape) == (1, 2, 10, 12)
     coarse = build_model(ModelConfig(ndim=2, features=[4, 8], spacing=2.0))
     transform = coarse(img, img, grid)
     assert transform.grid.spacing.tolist() == [2.0, 2.0] and tuple(transform.velocity.shape) == (1, 2, 10, 12)

@@ -14,7 +14,7 @@ from torchalign.functional.flow import integrate_velocity
 from torchalign.grid import Grid
 from torchalign.nn.config import ModelConfig
 from torchalign.nn.heads import AffineHead, DenseHead, world_matrix, world_vectors
-from torchalign.nn.models import RegistrationNet, build_model, learnable, warp
+from torchalign.nn.models import RegistrationNet, build_model, warp
 from torchalign.nn.unet import Encoder, UNet
 from torchalign.transforms.dense import DenseDisplacement
 from torchalign.transforms.linear import LinearTransform, MatrixTransform
@@ -139,7 +139,7 @@ def test_learnable_copies_start_at_the_prediction() -> None:
         else:
             nn.init.normal_(model.head.mlp[-1].bias, std=0.5)
         t = model(torch.rand(1, 1, 10, 12), torch.rand(1, 1, 10, 12), grid)
-        copy = learnable(t, grid)
+        copy = t.learnable_copy(grid)
         params = list(copy.parameters())
         assert params and all(p.is_leaf and p.requires_grad for p in params)
         assert torch.allclose(copy.displacement(grid).double(), t.displacement(grid).detach().double(), atol=1e-5)

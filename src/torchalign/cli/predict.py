@@ -10,7 +10,7 @@ import click
 import torch
 
 from ..io import read_image
-from .options import nan_to_option
+from .options import device_option, nan_to_option, overwrite_option, quiet_option
 
 
 def peak_memory_mb(device: torch.device) -> dict[str, float]:
@@ -37,19 +37,27 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
               help="Fine-tuning learning rate in mm (default: half the mean voxel size).")
 @click.option("--grad-sigma", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Fine-tuning: Gaussian smoothing of dense-field gradients, in voxels (0 = none).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
+@device_option()
+@click.option("--write-inverse", is_flag=True, help="Dense models: also write inverse_warp.nii.gz.")
+@click.option("--write-jacobian", is_flag=True, help="Dense models: also write jacobian.nii.gz (det J).")
+@overwrite_option
+@quiet_option
 @nan_to_option
 def predict_cmd(model_name: str, fixed: str, moving: str, outdir: str, finetune: int, metric: str | None,
-                lr: float | None, grad_sigma: float, device: str, nan_to: float | None) -> None:
+                lr: float | None, grad_sigma: float, device: str, write_inverse: bool, write_jacobian: bool,
+                overwrite: bool, quiet: bool, nan_to: float | None) -> None:
     """Register MOVING to FIXED with a trained network; write the outputs of `torchalign register`
-    (warped.nii.gz, transform.txt, result.json and, for dense models, warp.nii.gz,
-    inverse_warp.nii.gz and jacobian.nii.gz) to OUTDIR."""
+    (warped.nii.gz, transform.txt, result.json and, for dense models, warp.nii.gz; the inverse warp
+    and Jacobian on request) to OUTDIR, replaced whole as by `register`."""
+    from ..io.folders import check_output_folder, staged_folder
     from ..losses import make_similarity
     from ..nn.inference import default_lr, load_model, predict_pair, resolve_model, write_prediction
+    from ..outputs import WRITTEN
 
     start = time.perf_counter()
     dev = torch.device(device)
     path = resolve_model(model_name)
+    check_output_folder(outdir, overwrite, [fixed, moving, str(path)], replaceable=WRITTEN)
     if metric is not None:
         make_similarity(metric)  # an unknown name fails here, before any work
     model, config = load_model(path, dev)
@@ -62,8 +70,12 @@ def predict_cmd(model_name: str, fixed: str, moving: str, outdir: str, finetune:
              "finetune": {"steps": finetune, "metric": metric or config.loss.similarity,
                           "lr": default_lr(f.grid) if lr is None else lr, "grad_sigma": grad_sigma},
              "peak_memory_mb": peak_memory_mb(dev)}
-    paths = write_prediction(Path(outdir), f, m, prediction, config, [fixed, moving, str(path)], extra, metric)
-    click.echo(f"predicted in {prediction.seconds['predict']:.2f} s"
-               + (f", fine-tuned in {prediction.seconds['finetune']:.1f} s" if finetune else "")
-               + f"; peak memory {extra['peak_memory_mb']['process_rss']:.0f} MiB; wrote "
-               + ", ".join(str(p) for p in paths.values()))
+    optional = [name for name, wanted in (("inverse_warp", write_inverse), ("jacobian", write_jacobian)) if wanted]
+    with staged_folder(outdir) as staging:
+        paths = write_prediction(staging, f, m, prediction, config, [fixed, moving, str(path)], extra, metric,
+                                 optional)
+    if not quiet:
+        click.echo(f"predicted in {prediction.seconds['predict']:.2f} s"
+                   + (f", fine-tuned in {prediction.seconds['finetune']:.1f} s" if finetune else "")
+                   + f"; peak memory {extra['peak_memory_mb']['process_rss']:.0f} MiB; wrote "
+                   + ", ".join(p.name for p in paths.values()) + f" to {outdir}")

@@ -20,10 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..grid import Grid
-from ..registration import linear_center_radius
 from ..transforms.base import SpatialTransform
 from ..transforms.dense import DenseDisplacement, strided_grid
-from ..transforms.linear import GROUPS, LinearTransform, MatrixTransform
+from ..transforms.linear import GROUPS, LinearTransform, MatrixTransform, linear_center_radius
 from ..transforms.velocity import StationaryVelocity
 
 

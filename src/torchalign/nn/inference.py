@@ -26,7 +26,6 @@ from ..outputs import write_registration
 from ..registration import LevelRecord, Result, StageRecord
 from ..resample import resample
 from ..transforms.base import SpatialTransform
-from ..transforms.linear import LinearTransform, MatrixTransform
 from .checkpoint import model_from_checkpoint
 from .config import TrainConfig
 from .data import prepare_image
@@ -119,9 +118,9 @@ def predict_pair(model: RegistrationNet, config: TrainConfig, fixed: Image, movi
                                      default_lr(grid) if lr is None else lr, grad_sigma)
         seconds["finetune"] = time.perf_counter() - t1
     with torch.no_grad():
-        if isinstance(transform, (LinearTransform, MatrixTransform)):
-            return Prediction(transform, None, transform.matrix()[0].detach().cpu().numpy(), grid.shape, losses,
-                              seconds)
+        matrix = transform.linear_matrix()
+        if matrix is not None:
+            return Prediction(transform, None, matrix[0].detach().cpu().numpy(), grid.shape, losses, seconds)
         disp = transform.displacement(grid).detach()
     return Prediction(transform, disp, None, grid.shape, losses, seconds)
 
@@ -148,12 +147,14 @@ def to_result(prediction: Prediction, metric: str) -> Result:
 
 def write_prediction(outdir: str | Path, fixed: Image, moving: Image, prediction: Prediction, config: TrainConfig,
                      inputs: Sequence[str | Path], extra: dict[str, Any] | None = None,
-                     metric: str | None = None) -> dict[str, Path]:
-    """Write the outputs of ``torchalign register`` for a prediction into ``outdir``; return their paths."""
+                     metric: str | None = None, optional: Sequence[str] = ()) -> dict[str, Path]:
+    """Write the outputs of ``torchalign register`` for a prediction into ``outdir`` (``optional``:
+    ``inverse_warp``, ``jacobian``); return their paths."""
     result = to_result(prediction, metric or config.loss.similarity)
     doc = {"timings": {k: round(v, 4) for k, v in prediction.seconds.items()}, **(extra or {})}
     with torch.no_grad():
-        return write_registration(Path(outdir), fixed, moving, result, config, inputs, doc)  # type: ignore[arg-type]
+        return write_registration(Path(outdir), fixed, moving, result, config, inputs, doc,  # type: ignore[arg-type]
+                                  optional=optional)
 
 
 def register_network(fixed: Image, moving: Image, model: str | os.PathLike = "synth2d", *, finetune_steps: int = 0,

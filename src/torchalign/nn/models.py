@@ -5,18 +5,16 @@ Because the output is an ordinary transform (fixed world mm -> moving world mm),
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
 from ..functional.filters import downsample
-from ..functional.sampling import Padding, sample_affine, sample_world
+from ..functional.sampling import sample_affine, sample_displaced
 from ..grid import Grid
-from ..registration import linear_center_radius
-from ..transforms.base import SpatialTransform
-from ..transforms.dense import DenseDisplacement
-from ..transforms.linear import LinearTransform, MatrixTransform
-from ..transforms.velocity import StationaryVelocity
+from ..transforms.base import Pullback, SpatialTransform
 from .config import ModelConfig
 from .correlation import CorrelationBackbone, OffsetHead
 from .heads import AffineHead, DenseHead
@@ -90,36 +88,16 @@ def build_model(config: ModelConfig) -> RegistrationNet:
 
 
 def warp(moving: Tensor, grid: Grid, transform: SpatialTransform, disp: Tensor | None = None,
-         padding: Padding = "zeros") -> Tensor:
+         padding: Literal["zeros", "border"] = "zeros") -> Tensor:
     """Differentiable linear warp of ``moving (B|1, C, *S)`` on ``grid`` onto ``grid``: ``(B, C, *S)``.
 
-    Linear transforms go through one ``affine_grid`` (cheap). Others are sampled at ``x + u(x)``
-    with ``disp`` = ``u`` ``(B, D, *S)`` when the caller already has it (default:
-    ``transform.displacement(grid)``, which integrates a velocity once).
+    The transform's own route: a matrix through one ``affine_grid`` (cheap), otherwise ``x + u(x)``
+    then its matrix, with ``disp`` = the whole ``T(x) - x`` ``(B, D, *S)`` when the caller already
+    has it (a velocity is then not integrated again).
     """
-    if isinstance(transform, (LinearTransform, MatrixTransform)):
-        return sample_affine(moving, grid, transform.matrix(), grid, padding)
-    if disp is None:
-        disp = transform.displacement(grid)
-    points = grid.points(dtype=disp.dtype, device=disp.device).unsqueeze(0) + disp.movedim(1, -1)
-    return sample_world(moving, grid, points, "linear", padding)
+    route = transform.pullback(grid) if disp is None else Pullback(None, disp)
+    if route.moving is None:
+        return sample_affine(moving, grid, route.matrix, grid, padding)
+    return sample_displaced(moving, grid, route.moving, grid, route.matrix, padding)
 
 
-def learnable(transform: SpatialTransform, grid: Grid) -> SpatialTransform:
-    """A copy of a predicted transform whose values are trainable leaves (for per-pair fine-tuning).
-
-    ``StationaryVelocity`` and ``DenseDisplacement`` keep their class with the predicted field as
-    the starting point; a ``MatrixTransform`` becomes an affine ``LinearTransform`` on top of it
-    (the classical driver's parametrisation about the grid centre).
-    """
-    if isinstance(transform, StationaryVelocity):
-        return StationaryVelocity(transform.grid, transform.steps, transform.stride,
-                                  velocity=transform.velocity.detach().clone())
-    if isinstance(transform, DenseDisplacement):
-        return DenseDisplacement.from_field(transform.field.detach().clone(), transform.field_grid)
-    if isinstance(transform, MatrixTransform):
-        matrix = transform.matrix().detach().clone()
-        center, radius = linear_center_radius(grid)
-        return LinearTransform(grid.ndim, "affine", center=center, radius=radius, base=matrix.cpu(),
-                               batch=matrix.shape[0]).to(matrix.device)
-    raise InputError(f"cannot fine-tune a {type(transform).__name__}")

@@ -27,18 +27,19 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from ..config import Stage
 from ..errors import InputError
-from ..functional.filters import gaussian_smooth
 from ..grid import Grid
 from ..losses import make_similarity
 from ..losses.regularisers import REGULARISERS
 from ..transforms.base import SpatialTransform
-from ..transforms.linear import LinearTransform, MatrixTransform
+from ..registration import optimise
+from ..registration.deformable import smooth_gradients
 from .checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
 from .config import LossConfig, TrainConfig
 from .data import Batch, collate, datasets_from_config
 from .evaluate import validate
-from .models import RegistrationNet, build_model, learnable, warp
+from .models import RegistrationNet, build_model, warp
 
 LOG_COLUMNS = ("step", "epoch", "loss", "similarity", "regulariser", "dice", "supervised", "lr", "seconds")
 VAL_COLUMNS = ("epoch", "step", "loss", "similarity", "regulariser", "supervised", "dice", "folding_percent", "lr",
@@ -104,7 +105,7 @@ class Objective(nn.Module):
         stack = [moving, torch.ones_like(moving)] if self.overlap else [moving]
         if use_dice:
             stack.append(one_hot(moving_labels, self.labels))  # type: ignore[arg-type]
-        linear = isinstance(transform, (LinearTransform, MatrixTransform))
+        linear = transform.linear_matrix() is not None
         need_disp = len(self.regularisers) or not linear or self.supervised_weight > 0
         disp = transform.displacement(grid).to(fixed.dtype) if need_disp else None
         sampled = warp(torch.cat(stack, 1), grid, transform, disp)
@@ -149,7 +150,7 @@ class TrainStep(nn.Module):
 # ---- fine-tuning ---------------------------------------------------------------------------------
 def finetune(transform: SpatialTransform, fixed: Tensor, moving: Tensor, grid: Grid, objective: Objective,
              steps: int, lr: float, grad_sigma: float = 0.0) -> tuple[SpatialTransform, list[float]]:
-    """Optimise a predicted transform on one pair for ``steps`` Adam steps with ``objective``.
+    """Optimise a predicted transform on one pair for up to ``steps`` Adam steps of the engine's loop.
 
     ``fixed``/``moving`` are ``(1, 1, *S)`` on ``grid``; ``lr`` is in mm (the transform parameters'
     units). ``grad_sigma`` (voxels) Gaussian-smooths the gradient of dense fields before each step
@@ -159,30 +160,14 @@ def finetune(transform: SpatialTransform, fixed: Tensor, moving: Tensor, grid: G
     if steps < 0 or lr <= 0 or grad_sigma < 0:
         raise InputError(f"fine-tuning needs steps >= 0, lr > 0 and grad_sigma >= 0, got steps={steps}, lr={lr}, "
                          f"grad_sigma={grad_sigma}")
-    tuned = learnable(transform, grid)
-    params = [p for p in tuned.parameters() if p.requires_grad]
-    if grad_sigma > 0 and not isinstance(tuned, LinearTransform):
-        for p in params:
-            p.register_hook(lambda g: gaussian_smooth(g, grad_sigma))
-    opt = torch.optim.Adam(params, lr=lr)
-    losses: list[float] = []
-    best = (math.inf, [p.detach().clone() for p in params])
-    for _ in range(steps):
-        before = [p.detach().clone() for p in params]
-        opt.zero_grad(set_to_none=True)
-        loss = objective(tuned, fixed, moving, grid).loss
-        loss.backward()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise InputError(f"fine-tuning diverged (the loss became {value}); lower --lr")
-        if value < best[0]:
-            best = (value, before)
-        opt.step()
-        losses.append(value)
-    with torch.no_grad():
-        if steps and float(objective(tuned, fixed, moving, grid).loss) > best[0]:
-            for p, b in zip(params, best[1]):
-                p.copy_(b)
+    tuned = transform.learnable_copy(grid)
+    if grad_sigma > 0 and tuned.linear_matrix() is None:
+        smooth_gradients(tuned, grad_sigma)
+    # the engine's loop: Adam, annealed lr, a stop when ten steps bring no improvement, best parameters kept
+    stage = Stage(transform="dense", optimizer="Adam", lr=lr, tolerance=0.0)
+    histories = optimise(tuned, stage, steps, lr, lambda: objective(tuned, fixed, moving, grid).loss.reshape(1),
+                         desc="fine-tuning")
+    losses = histories[0]
     return tuned, losses
 
 
