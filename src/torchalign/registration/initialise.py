@@ -179,7 +179,7 @@ def init_moments(fixed: Image, moving: Image, fixed_mask: Image | None = None, m
         c = _moments(fixed, fixed_mask, "fixed", order=1).center
         level = _search_level(fixed.float(), moving.float(), _binary_mask(fixed_mask, d, "fixed mask"),
                               _binary_mask(moving_mask, d, "moving mask"), 32, _reach(fixed, candidates[0], c))
-        return candidates[int(np.argmin(_scores(level, loss, candidates, 0.0, len(candidates))))]
+        return candidates[int(np.argmin(_scores(level, loss, candidates, 0.25, len(candidates))))]
     agreement = mf.skew * mm.skew
     signs = np.where(agreement < 0, -1.0, 1.0)
     if np.linalg.det(matrix(signs)[:d, :d]) < 0:
@@ -218,7 +218,9 @@ def _border_median(values: Tensor) -> Tensor:
 
 def _search_level(fixed: Image, moving: Image, fixed_mask: Image | None, moving_mask: Image | None, size: int,
                   reach: tuple[np.ndarray, float]) -> _Level:
-    """Both images smoothed and shrunk so the fixed grid's longest side has ``size`` voxels.
+    """Both images smoothed (sigma one voxel of the level) and shrunk so the fixed grid's longest side
+    has ``size`` voxels. Smoothing that much widens the similarity's basin: on IXI T1/T2 (MI), a
+    start 29 degrees from the truth outscores the wrong rotations, with half a voxel it does not.
 
     The moving image is extended by its background (the median outside its mask, or of its grid's
     faces) wherever it is unknown: beyond its grid, within ``reach = (point, radius mm)`` of the
@@ -227,8 +229,7 @@ def _search_level(fixed: Image, moving: Image, fixed_mask: Image | None, moving_
     shrinking the region that is compared.
     """
     shrink = max(1.0, max(fixed.grid.shape) / size)
-    problem = engine.build_problem(fixed, moving, fixed_mask, moving_mask, shrink, 0.5 * shrink if shrink > 1 else 0.0,
-                                   "vox")
+    problem = engine.build_problem(fixed, moving, fixed_mask, moving_mask, shrink, shrink if shrink > 1 else 0.0, "vox")
     c = problem.fixed.shape[1]
     values, weight = problem.moving[:, :c], problem.moving[:, c:]
     outside = values.transpose(0, 1)[:, weight[:, 0] == 0]  # (C, N) voxels outside the moving mask
@@ -418,7 +419,8 @@ def rotation_search(fixed: Image, moving: Image, loss: PairLoss | None = None, b
     angles = np.unique(_default_angles(d) if angles_deg is None else np.asarray(angles_deg, dtype=np.float64))
     step = float(np.diff(angles).min()) if len(angles) > 1 else 20.0
     reach = _reach(fixed, base, c)
-    sizes = [size] if fine_size is None or fine_size == size else [size, fine_size]
+    longest = max(fixed.grid.shape)  # a size beyond it is the image itself
+    sizes = [size] if fine_size is None or min(fine_size, longest) <= min(size, longest) else [size, fine_size]
     best = scores = None
     for i, n in enumerate(sizes):
         level = _search_level(fixed.float(), moving.float(), fixed_mask, moving_mask, n, reach)
