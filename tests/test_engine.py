@@ -32,13 +32,14 @@ def _similarity(fixed: Image, moving: Image, result, metric: str = "ncc") -> flo
     return float(objective(problem, result.transform, make_similarity(metric, reduction="none")))
 
 
-@pytest.mark.parametrize("preset", ["rigid", "affine", "syn", "svf", "ffd", "dense"])
-def test_no_tensor_is_created_off_the_inputs_device(preset: str) -> None:
+@pytest.mark.parametrize("preset, init", [("rigid", "search"), ("affine", "moments"), ("syn", "com"),
+                                          ("svf", "geometry"), ("ffd", "moments"), ("dense", "none")])
+def test_no_tensor_is_created_off_the_inputs_device(preset: str, init: str) -> None:
     """With torch's default device set to ``meta``, any tensor the engine creates without following
     its inputs' device lands on ``meta`` and fails when mixed with the CPU inputs (this caught
     MatrixTransform moving its matrix to the default device, the CUDA crash of gpu runs)."""
     fixed, moving = _pair((40, 36), (1.2, 1.0), (2, -1))
-    config = resolve_config(preset, None, {"init": "geometry"})
+    config = resolve_config(preset, None, {"init": init})
     torch.set_default_device("meta")
     try:
         result = register(fixed, moving, config)

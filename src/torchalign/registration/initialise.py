@@ -104,24 +104,24 @@ def _moments(image: Image, mask: Image | None, name: str, order: int = 3) -> _Mo
 
     idx = [torch.arange(n, dtype=torch.float64, device=w.device) for n in w.shape]
     mean = torch.stack([marginal(i) @ idx[i] for i in range(d)]) / total
-    a = torch.tensor(image.grid.world_from_voxel[:d, :d])
-    center = (a @ mean.cpu() + torch.tensor(image.grid.origin)).numpy()
+    a = torch.as_tensor(image.grid.world_from_voxel[:d, :d], dtype=torch.float64, device=w.device)
+    center = (a @ mean + torch.as_tensor(image.grid.origin, dtype=torch.float64, device=w.device)).cpu().numpy()
     if order == 1:
         return _Moments(center)
     centred = [idx[i] - mean[i] for i in range(d)]
-    cov = torch.empty(d, d, dtype=torch.float64)
+    cov = torch.empty(d, d, dtype=torch.float64, device=w.device)
     for i, j in itertools.combinations_with_replacement(range(d), 2):
         cov[i, j] = cov[j, i] = (marginal(i) @ centred[i] ** 2 if i == j else
                                  centred[i] @ marginal(i, j) @ centred[j]) / total
     variances, axes = torch.linalg.eigh(a @ cov @ a.T)
     if order == 2:
-        return _Moments(center, axes.numpy(), variances.numpy())
+        return _Moments(center, axes.cpu().numpy(), variances.cpu().numpy())
     skew = np.empty(d)
     for k in range(d):  # projection of (voxel - mean) on world axis k: a sum of broadcast 1-D terms
         coef = (a.T @ axes[:, k]).tolist()
         u = sum(coef[i] * centred[i].view([-1 if j == i else 1 for j in range(d)]) for i in range(d))
         skew[k] = float((w * u ** 3).sum() / total) / max(float(variances[k]), 1e-12) ** 1.5
-    return _Moments(center, axes.numpy(), variances.numpy(), skew)
+    return _Moments(center, axes.cpu().numpy(), variances.cpu().numpy(), skew)
 
 
 def _translation(offset: np.ndarray) -> np.ndarray:
@@ -192,7 +192,7 @@ class _Level(NamedTuple):
     """One search resolution: the engine's :class:`~torchalign.registration.Problem`, its moving image
     extended beyond its grid (and mask) by its background, and where the moving image really is."""
 
-    problem: engine.Problem  # moving (1, C + 1, *S_m): intensities then a weight channel of ones
+    problem: engine.Problem  # moving (1, C, *S_m) extended by its background, no mask
     inside: Tensor  # (1, 1, *S_m) the moving grid (or mask) before extension, 0 in the extension
     full: float  # voxels of the fixed level (or of its mask)
 
@@ -231,13 +231,14 @@ def _search_level(fixed: Image, moving: Image, fixed_mask: Image | None, moving_
     shrink = max(1.0, max(fixed.grid.shape) / size)
     problem = engine.build_problem(fixed, moving, fixed_mask, moving_mask, shrink, shrink if shrink > 1 else 0.0, "vox")
     c = problem.fixed.shape[1]
-    values, weight = problem.moving[:, :c], problem.moving[:, c:]
+    values = problem.moving
+    weight = problem.moving_mask if problem.moving_mask is not None else torch.ones_like(values[:, :1])
     outside = values.transpose(0, 1)[:, weight[:, 0] == 0]  # (C, N) voxels outside the moving mask
     background = outside.median(1).values if outside.shape[1] > 0 else _border_median(values)
     background = background.view(1, c, *[1] * moving.ndim)
     grid = problem.moving_grid
     point, radius = reach
-    centre = grid.world_to_voxel(torch.as_tensor(point, dtype=torch.float64)).numpy()
+    centre = grid.world_to_voxel(torch.from_numpy(np.asarray(point, dtype=np.float64))).numpy()
     half = radius / grid.spacing
     shape = np.asarray(grid.shape)
     before = np.clip(np.ceil(half - centre), 0, np.ceil(2 * half)).astype(int) + 1
@@ -249,8 +250,7 @@ def _search_level(fixed: Image, moving: Image, fixed_mask: Image | None, moving_
     inside = torch.zeros(1, 1, *extended.shape, dtype=weight.dtype, device=weight.device)
     inside[interior] = weight
     full = float(np.prod(problem.grid.shape)) if problem.fixed_mask is None else float(problem.fixed_mask.sum())
-    return _Level(replace(problem, moving=torch.cat([data, torch.ones_like(inside)], 1), moving_grid=extended,
-                          moving_masked=False), inside, full)
+    return _Level(replace(problem, moving=data, moving_grid=extended, moving_mask=None), inside, full)
 
 
 def _scores(level: _Level, similarity: PairLoss, matrices: np.ndarray, min_overlap: float,
@@ -269,9 +269,9 @@ def _scores(level: _Level, similarity: PairLoss, matrices: np.ndarray, min_overl
             if not bool(keep.any()):
                 continue
             k = int(keep.sum())
-            # evaluate compares the fixed batch with the warped one as they are: a batch of 1 is expanded
+            # the objective compares the fixed batch with the warped one as they are: a batch of 1 is expanded
             batch = replace(problem, fixed=problem.fixed.expand(k, *problem.fixed.shape[1:]))
-            loss = engine.evaluate(batch, MatrixTransform(m[keep]), similarity)
+            loss = engine.objective(batch, MatrixTransform(m[keep]), similarity)
         out[start + keep.nonzero().flatten().cpu().numpy()] = loss.double().cpu().numpy()
     return out
 
@@ -384,7 +384,7 @@ def rotation_search(fixed: Image, moving: Image, loss: PairLoss | None = None, b
     and ``center`` to the fixed intensity centroid, so every candidate keeps the centroids matched.
 
     Candidates are scored with the engine's objective
-    (:func:`torchalign.registration.evaluate` on a :func:`~torchalign.registration.build_problem`
+    (:func:`torchalign.registration.objective` on a :func:`~torchalign.registration.build_problem`
     level) under ``loss`` (a ``reduction="none"`` similarity, lower is better; NCC by default),
     ``batch_size`` at a time. The whole grid is scored with the fixed image's longest side shrunk
     to ``size`` voxels; the ``top_k`` best that lie more than one grid step apart are kept, refined
