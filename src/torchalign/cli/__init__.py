@@ -37,7 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("train", "train_cmd",
               "Train the network described by CONFIG (YAML: model, data, loss, optimiser settings)."),
     "predict": ("predict", "predict_cmd",
-                "Register MOVING to FIXED with a trained network; write warped.nii.gz, result.json"),
+                "Register MOVING to FIXED with a trained network; write the outputs of `torchalign register`"),
     "demo": ("demo", "demo",
              "Register the bundled Colin27 -> MNI152 sample (2 mm); write outputs and report.html to OUTDIR."),
 }

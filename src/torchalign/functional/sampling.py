@@ -146,6 +146,13 @@ def _sample_labels(data: Tensor, normalized: Tensor, padding: Padding) -> Tensor
     return out
 
 
+def sample_voxels(data: Tensor, voxels: Tensor, interp: Interp = "linear", padding: Padding = "zeros") -> Tensor:
+    """Sample ``(B, C, *S)`` data at voxel-index points ``(B, *Q, D)`` (array-axis order) -> ``(B, C, *Q)``."""
+    shape = tuple(data.shape[2:])
+    m = torch.as_tensor(normalized_from_voxel(shape), dtype=voxels.dtype, device=voxels.device)
+    return sample_normalized(data, voxels * torch.diagonal(m)[:-1] + m[:-1, -1], interp, padding)
+
+
 def _normalized_points(data: Tensor, grid: Grid, points: Tensor) -> Tensor:
     """Check that ``data`` lies on ``grid`` and map world ``points (B, ..., D)`` to normalised coordinates."""
     d = grid.ndim

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from ..functional.filters import gaussian_smooth
+from ..functional.sampling import sample_voxels
 from ..functional.similarity import mind_ssc
 from ..grid import Grid
 from ..transforms.base import SpatialTransform
@@ -29,13 +30,10 @@ from .unet import conv
 
 def shift_by(data: Tensor, offsets: Tensor) -> Tensor:
     """``data (B, C, *S)`` sampled at ``x + offsets(x)`` (offsets ``(B, D, *S)`` in voxels), linear, edge values."""
-    d = offsets.ndim - 2
     shape = offsets.shape[2:]
     base = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=offsets.dtype, device=offsets.device) for n in shape],
                                       indexing="ij"))
-    scale = torch.tensor([2.0 / max(n - 1, 1) for n in shape], dtype=offsets.dtype, device=offsets.device)
-    coords = ((base + offsets).movedim(1, -1) * scale - 1).flip(-1)  # grid_sample wants x, y(, z) last-first
-    return F.grid_sample(data, coords, mode="bilinear", padding_mode="border", align_corners=True)
+    return sample_voxels(data, (base + offsets).movedim(1, -1), "linear", "border")
 
 
 class CorrelationBackbone(nn.Module):
