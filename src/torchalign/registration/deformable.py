@@ -25,7 +25,8 @@ Builder = Callable[[Grid, dict[str, Any]], SpatialTransform]
 
 def _velocity(o: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments shared by the velocity models."""
-    return {"steps": o.get("steps", 7), "stride": o.get("stride", 1), "exact_grad": bool(o.get("exact_grad", True))}
+    return {"steps": o.get("steps", 7), "stride": o.get("stride", 1), "exact_grad": bool(o.get("exact_grad", True)),
+            "field_sigma": float(o.get("field_sigma", 0.0))}
 
 
 BUILDERS: dict[str, Builder] = {
@@ -35,7 +36,7 @@ BUILDERS: dict[str, Builder] = {
     "ffd": lambda g, o: BSplineFFD(g, o.get("control_spacing", 8.0)),
     "svffd": lambda g, o: BSplineVelocity(g, o.get("control_spacing", 8.0), **_velocity(o)),
 }
-OPTIONS = {"stride", "steps", "control_spacing", "grad_sigma", "exact_grad", "tied"}
+OPTIONS = {"stride", "steps", "control_spacing", "grad_sigma", "exact_grad", "tied", "field_sigma"}
 
 
 def _field_grid(transform: SpatialTransform) -> Grid:
