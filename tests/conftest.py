@@ -12,6 +12,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TORCHALIGN_DATA", REPO.parent / "shared" / "data"))
 
 
+def run_cli(args: list, capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run ``torchalign ARGS`` in-process; (exit code, stdout, stderr) as the file descriptors saw them."""
+    from torchalign.cli import main
+
+    capfd.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
 def data_file(relative: str) -> Path:
     """Path of a file under ../shared/data, skipping the test (with the reason) when it is absent."""
     path = SHARED_DATA / relative

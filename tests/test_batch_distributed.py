@@ -45,7 +45,7 @@ def test_tasks_on_an_in_process_cluster(tmp_path: Path, monkeypatch: pytest.Monk
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
                       silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         results = run_on_client(client, pairs, tmp_path / "dask", settings, retry=1)
-    assert [r.status for r in results] == ["done", "done", "failed"]
+    assert [r.status for r in results] == ["ok", "ok", "failed"]
     assert sorted(r.attempts for r in results[:2]) == [1, 2]
     assert pairs[2].moving in results[2].error and results[2].attempts == 1
     ids = [p.id for p in pairs[:2]]
@@ -64,7 +64,7 @@ def forty(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("forty")
     make_pairs(folder / "in", 40)
     results = run_batch(read_pairs(folder / "in" / "pairs.csv"), folder / "seq", fast_settings(folder / "in"))
-    assert all(r.status == "done" for r in results)
+    assert all(r.status == "ok" for r in results)
     return folder
 
 
@@ -112,7 +112,7 @@ def dask_cluster(folder: Path, workers: int) -> Iterator[tuple[Path, list[subpro
 def test_forty_pairs_on_a_local_cluster_equal_the_sequential_run(forty: Path) -> None:
     pairs = read_pairs(forty / "in" / "pairs.csv")
     results = run_batch(pairs, forty / "local", fast_settings(forty / "in"), Execution("dask", workers=2))
-    assert [r.status for r in results] == ["done"] * 40, [r.error for r in results]
+    assert [r.status for r in results] == ["ok"] * 40, [r.error for r in results]
     ids = [p.id for p in pairs]
     np.testing.assert_allclose(matrices(forty / "local", ids), matrices(forty / "seq", ids), atol=1e-6)
 
@@ -137,7 +137,7 @@ def test_forty_pairs_on_a_scheduler_survive_a_killed_worker_and_a_corrupt_input(
                             progress=kill_a_worker)
         assert killed and processes[1].wait(timeout=20) is not None
         statuses = [r.status for r in results]
-        assert statuses == ["done"] * 7 + ["failed"] + ["done"] * 32, [r.error for r in results]
+        assert statuses == ["ok"] * 7 + ["failed"] + ["ok"] * 32, [r.error for r in results]
         assert str(broken) in results[7].error and "cannot read image" in results[7].error
         ids = [p.id for i, p in enumerate(pairs) if i != 7]
         np.testing.assert_allclose(matrices(out, ids), matrices(forty / "seq", ids), atol=1e-6)

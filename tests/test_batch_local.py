@@ -22,7 +22,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("pool")
     make_pairs(folder / "in", 6)
     results = run_batch(read_pairs(folder / "in" / "pairs.csv"), folder / "seq", fast_settings(folder / "in"))
-    assert all(r.status == "done" for r in results)
+    assert all(r.status == "ok" for r in results)
     return folder
 
 
@@ -55,7 +55,7 @@ def test_pool_equals_sequential_and_survives_a_killed_worker(study: Path) -> Non
     results = run_batch(pairs, study / "pool", fast_settings(study / "in"), Execution("pool", workers=2, retry=2),
                         progress=kill_one_worker)
     assert killed, "no worker process was found to kill"
-    assert [r.status for r in results] == ["done"] * len(pairs), [r.error for r in results]
+    assert [r.status for r in results] == ["ok"] * len(pairs), [r.error for r in results]
     assert any(r.attempts > 1 for r in results)  # the pairs in flight were re-submitted to a new pool
     ids = [p.id for p in pairs]
     np.testing.assert_allclose(matrices(study / "pool", ids), matrices(study / "seq", ids), atol=1e-6)

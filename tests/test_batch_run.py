@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import run_cli
 from test_batch_data import corrupt, fast_settings, make_pairs, matrices, mtimes
 
 from torchalign.batch import Execution, read_pairs, run_batch
@@ -17,8 +18,6 @@ from torchalign.batch import run as run_module
 from torchalign.batch.local import run_sequential
 from torchalign.batch.marker import MARKER, finished
 from torchalign.batch.run import run_pair
-from torchalign.cli import cli, main
-from torchalign.cli.batch import batch_cmd
 from torchalign.errors import InputError
 
 N = 4
@@ -30,21 +29,11 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("study")
     make_pairs(folder / "in", N)
     results = run_batch(read_pairs(folder / "in" / "pairs.csv"), folder / "out", fast_settings(folder / "in"))
-    assert [r.status for r in results] == ["done"] * N, [r.error for r in results]
+    assert [r.status for r in results] == ["ok"] * N, [r.error for r in results]
     return folder
 
 
-def cli_run(args: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run ``torchalign batch`` in-process (the command is added to the group if not registered yet)."""
-    if "batch" not in cli.commands:
-        cli.add_command(batch_cmd)
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capfd.readouterr()
-    return code, out, err
+cli_run = run_cli
 
 
 def test_outputs_are_those_of_the_register_command(study: Path, capfd: pytest.CaptureFixture[str]) -> None:
@@ -68,7 +57,7 @@ def test_summary_rows_metrics_and_index(study: Path) -> None:
     rows = list(csv.DictReader((study / "out" / "summary.csv").read_text().splitlines()))
     assert list(rows[0]) == ["id", "status", "seconds", "attempts", "error", "dice_mean", "tre_mean", "fixed", "moving"]
     assert [r["id"] for r in rows] == [f"p{i:02d}" for i in range(N)]
-    assert all(r["status"] == "done" and r["attempts"] == "1" and float(r["seconds"]) > 0 for r in rows)
+    assert all(r["status"] == "ok" and r["attempts"] == "1" and float(r["seconds"]) > 0 for r in rows)
     # Even pairs are a slice under a known rigid header change: landmarks come back to well under a voxel.
     assert all(float(r["tre_mean"]) < 1.0 and r["dice_mean"] == "" for r in rows[0::2])
     assert all(0.3 < float(r["dice_mean"]) < 1.0 and r["tre_mean"] == "" for r in rows[1::2])
@@ -104,14 +93,14 @@ def test_rerun_redoes_pairs_whose_inputs_outputs_or_settings_changed(tmp_path: P
     os.utime(pairs[0].moving, ns=(1, 1))  # touched: a new mtime, the same content (checksums decide)
     corrupt(out / pairs[1].id / "warped.nii.gz")  # an output damaged after the run
     (out / pairs[2].id / MARKER).unlink()  # a run killed before its marker
-    assert [r.status for r in run_sequential(pairs, out, settings)] == ["skipped", "done", "done"]
+    assert [r.status for r in run_sequential(pairs, out, settings)] == ["skipped", "ok", "ok"]
     image = nib.load(pairs[0].moving)
     shifted = image.affine.copy()
     shifted[0, 3] += 1.0
     nib.save(nib.Nifti1Image(np.asarray(image.dataobj), shifted), pairs[0].moving)  # new content
-    assert [r.status for r in run_sequential(pairs, out, settings)] == ["done", "skipped", "skipped"]
+    assert [r.status for r in run_sequential(pairs, out, settings)] == ["ok", "skipped", "skipped"]
     other = fast_settings(tmp_path / "in", labels=(2, 3))
-    assert [r.status for r in run_sequential(pairs, out, other)] == ["done"] * 3
+    assert [r.status for r in run_sequential(pairs, out, other)] == ["ok"] * 3
 
 
 def test_corrupt_input_fails_its_pair_only(tmp_path: Path) -> None:
@@ -119,7 +108,7 @@ def test_corrupt_input_fails_its_pair_only(tmp_path: Path) -> None:
     pairs = read_pairs(tmp_path / "in" / "pairs.csv")
     corrupt(Path(pairs[1].moving))
     results = run_batch(pairs, tmp_path / "out", fast_settings(tmp_path / "in"))
-    assert [r.status for r in results] == ["done", "failed", "done"]
+    assert [r.status for r in results] == ["ok", "failed", "ok"]
     assert pairs[1].moving in results[1].error and "cannot read image" in results[1].error
     assert not results[1].transient and results[1].attempts == 1
     assert not (tmp_path / "out" / pairs[1].id).exists()
@@ -142,10 +131,10 @@ def test_transient_failures_are_retried(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(run_module, "register", flaky)
     first = run_sequential(pairs, tmp_path / "no_retry", settings, retry=0)
     assert first[0].status == "failed" and first[0].error == "RuntimeError: node lost its scratch disk"
-    assert first[0].transient and first[1].status == "done"
+    assert first[0].transient and first[1].status == "ok"
     calls.clear()
     second = run_sequential(pairs, tmp_path / "retry", settings, retry=2)
-    assert [(r.status, r.attempts) for r in second] == [("done", 2), ("done", 1)]
+    assert [(r.status, r.attempts) for r in second] == [("ok", 2), ("ok", 1)]
 
     def bad_input(*args: object, **kwargs: object) -> object:
         raise InputError("moving image: zero intensity variance")
@@ -159,7 +148,7 @@ def test_report_and_index_links(tmp_path: Path) -> None:
     make_pairs(tmp_path / "in", 1)
     pairs = read_pairs(tmp_path / "in" / "pairs.csv")
     result = run_pair(pairs[0], tmp_path / "out", fast_settings(tmp_path / "in", report=True))
-    assert result.status == "done", result.error
+    assert result.status == "ok", result.error
     assert (tmp_path / "out" / "p00" / "report.html").is_file()
     doc = json.loads((tmp_path / "out" / "p00" / MARKER).read_text())
     assert "report.html" in doc["outputs"]  # the marker comes after the report

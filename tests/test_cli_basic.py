@@ -13,8 +13,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import data_file
-from torchalign.cli import main
+from conftest import data_file, run_cli
 from torchalign.grid import Grid
 from torchalign.image import Image
 from torchalign.io import read_image, write_image
@@ -23,15 +22,7 @@ from torchalign.resample import resample
 sitk_orientation = sitk.DICOMOrientImageFilter_GetOrientationFromDirectionCosines
 
 
-def run(args: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run the CLI in-process; returns (exit code, stdout, stderr) as the file descriptors saw them."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capfd.readouterr()
-    return code, out, err
+run = run_cli
 
 
 def info_fields(text: str) -> dict[str, str]:

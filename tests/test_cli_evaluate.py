@@ -82,8 +82,9 @@ def test_evaluate_writes_the_documented_json_and_csv(run: Run, files, tmp_path: 
         assert entry["dice"] == pytest.approx(dice(fixed == label, warped == label))
         assert entry["hd"] == pytest.approx(1.0)  # a one-voxel shift along the 1 mm axis
         assert set(entry) >= {"dice", "jaccard", "hd95", "hd", "assd"}
-    assert doc["labels"]["3"] == {**doc["labels"]["3"], "status": "missing in warped", "dice": None, "hd95": None}
-    assert doc["mean"]["n"] == 2 and doc["mean"]["n_missing"] == 1
+    assert doc["labels"]["3"] == {**doc["labels"]["3"], "status": "missing in warped", "dice": 0.0, "hd95": None}
+    assert doc["mean"]["n"] == 3 and doc["mean"]["n_missing"] == 1
+    assert doc["mean"]["dice"] == pytest.approx((doc["labels"]["1"]["dice"] + doc["labels"]["2"]["dice"]) / 3)
     points = doc["points"]
     assert points["tre_mean"] == pytest.approx(2.0, abs=1e-4) and points["tre_max"] == pytest.approx(5.0, abs=1e-4)
     assert points["tre_median"] == pytest.approx(1.0, abs=1e-4) and points["n"] == 3
@@ -91,7 +92,7 @@ def test_evaluate_writes_the_documented_json_and_csv(run: Run, files, tmp_path: 
     assert doc["jacobian"]["fold_percent"] == 0.0 and doc["jacobian"]["min"] == pytest.approx(1.0)
     rows = table.read_text().splitlines()
     assert rows[0].startswith("label,status,dice,jaccard,hd,hd95,assd") and len(rows) == 5
-    assert rows[3].startswith("3,missing in warped,,")
+    assert rows[3].startswith("3,missing in warped,0,0,,")
 
 
 def test_labels_file_and_default_labels(run: Run, files, tmp_path: Path) -> None:

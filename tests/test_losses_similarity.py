@@ -271,6 +271,32 @@ def test_gaussian_mi_matches_monai():
     torch.testing.assert_close(S.mi(f, w, kernel="gaussian", bins=32), theirs.flatten(), atol=1e-8, rtol=0)
 
 
+def test_mi_sampling_fraction_and_module_resampling():
+    """A fraction draws that share of the voxels (so 1.0 is every voxel); the module redraws each call
+    only with ``resample=True``, in a sequence that repeats on a fresh module. Catches a fixed seed
+    ignored by the module, or a resampled one that is not reproducible."""
+    f, w = _smooth_pair((24, 20, 16))
+    torch.testing.assert_close(S.mi(f, w, samples=1.0), S.mi(f, w))
+    torch.testing.assert_close(S.mi(f, w, samples=0.5, seed=3), S.mi(f, w, samples=24 * 20 * 8, seed=3))
+    fixed, redrawn = MI(samples=500), MI(samples=500, resample=True)
+    assert torch.equal(fixed(f, w), fixed(f, w))
+    first = [redrawn(f, w) for _ in range(3)]
+    assert not torch.equal(first[0], first[1]) and not torch.equal(first[1], first[2])
+    again = MI(samples=500, resample=True)
+    assert all(torch.equal(a, again(f, w)) for a in first)
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"samples": 0}, "samples"), ({"samples": 1.5}, "samples"), ({"samples": True}, "samples"),
+    ({"samples": "20%"}, "samples"), ({"bins": 4}, "bins"), ({"kernel": "box"}, "kernel"),
+    ({"seed": 0.5}, "seed"), ({"resample": "yes"}, "resample"),
+])
+def test_mi_module_validates_its_options_when_built(options, match):
+    """Bad MI options fail when the module is built (config time), not at the first image."""
+    with pytest.raises(InputError, match=match):
+        make_similarity("mi", **options)
+
+
 def test_mi_sampling_is_seeded_and_close_to_the_full_value():
     f, w = _smooth_pair((24, 20, 16))
     full = S.mi(f, w).item()
@@ -280,6 +306,41 @@ def test_mi_sampling_is_seeded_and_close_to_the_full_value():
     assert abs(sampled.item() - full) < 0.05 * abs(full)
     mask = _box_mask((24, 20, 16), margin=4)
     torch.testing.assert_close(S.mi(f, w, mask, samples=10 ** 6), S.mi(f, w, mask))  # more samples than voxels
+
+
+def _dense_parzen(t: torch.Tensor, bins: int, kernel: str) -> torch.Tensor:
+    """Plain-autograd Parzen weights of every voxel at every bin ``(..., bins)``, from the kernel's formula
+    (no windows, no analytic derivatives): the reference for the joint histogram's custom backward."""
+    k = torch.arange(bins, dtype=t.dtype)
+    if kernel == "gaussian":  # centres k / (bins - 1), sigma half a bin, normalised over all bins
+        e = torch.exp(-2.0 * (t.unsqueeze(-1) * (bins - 1) - k) ** 2)
+        return e / e.sum(-1, keepdim=True)
+    x = (1.0 + t * (bins - 3)).unsqueeze(-1) - k  # cubic B-spline at distance x from bin k
+    a = x.abs()
+    return torch.where(a < 1, 2 / 3 - a**2 + a**3 / 2, torch.where(a < 2, (2 - a).clamp_min(0) ** 3 / 6, 0.0))
+
+
+@pytest.mark.parametrize("kernel", ["bspline", "gaussian"])
+def test_joint_histogram_matches_the_autograd_reference(kernel):
+    """The custom joint-histogram Function (windowed forward, analytic chunked backward) against the dense
+    einsum of the kernel formula through plain autograd: values and both gradients, and gradcheck of the
+    Function itself in float64. Catches a wrong window offset, derivative or mask factor in the backward."""
+    g = torch.Generator().manual_seed(11)
+    tf = torch.rand(2, 1, 300, generator=g, dtype=torch.float64).requires_grad_()
+    tw = torch.rand(2, 1, 300, generator=g, dtype=torch.float64).requires_grad_()
+    weight = torch.rand(2, 1, 300, generator=g, dtype=torch.float64)
+    probe = torch.randn(2, 1, 16, 16, generator=g, dtype=torch.float64)
+    ours = S._JointHistogram.apply(tf, tw, weight, 16, kernel)
+    grads = torch.autograd.grad((ours * probe).sum(), (tf, tw))
+    reference = torch.einsum("bcna,bcnk->bcak", _dense_parzen(tf, 16, kernel),
+                             _dense_parzen(tw, 16, kernel) * weight.unsqueeze(-1))
+    expected = torch.autograd.grad((reference * probe).sum(), (tf, tw))
+    tolerance = 1e-12 if kernel == "bspline" else 1e-6  # the Gaussian keeps the 6 nearest bins only
+    torch.testing.assert_close(ours, reference, atol=tolerance, rtol=0)
+    for a, b in zip(grads, expected):
+        torch.testing.assert_close(a, b, atol=tolerance * 100, rtol=tolerance)
+    small = (tf[:1, :, :40].detach().requires_grad_(), tw[:1, :, :40].detach().requires_grad_())
+    assert torch.autograd.gradcheck(lambda a, b: S._JointHistogram.apply(a, b, weight[:1, :, :40], 16, kernel), small)
 
 
 # ---- gradients and self-similarity ---------------------------------------------------------------
@@ -389,5 +450,80 @@ def test_module_values_and_repr_follow_the_hyper_parameters():
     torch.testing.assert_close(LNCC(radius=1, squared=False, reduction="none")(f, w),
                                S.lncc(f, w, radius=1, squared=False))
     assert repr(LNCC(radius=(1, 2, 3))) == "LNCC(radius=(1, 2, 3), eps=1e-05, squared=True, reduction='mean')"
-    assert "bins=16, kernel='gaussian', samples=None, seed=0" in repr(MI(bins=16, kernel="gaussian"))
+    assert "bins=16, kernel='gaussian', samples=None, seed=0, resample=False" in repr(
+        MI(bins=16, kernel="gaussian"))
     assert repr(MINDSSC()) == "MINDSSC(radius=2, dilation=2, reduction='mean')"
+
+
+# ---- thin axes: 2-D in 3-D -----------------------------------------------------------------------
+NEIGHBOURHOOD = ["lncc", "lncc_plain", "ngf", "mind"]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("name", NEIGHBOURHOOD)
+def test_a_one_voxel_axis_gives_exactly_the_2d_value(name, masked):
+    """A volume with a 1-voxel axis scores exactly as its 2-D slice: catches a window, difference or
+    neighbour pair taken along the thin axis (MIND's 3-D pairs across it, NGF's erosion there)."""
+    f, w = _smooth_pair((14, 13), batch=2)
+    mask = _box_mask((14, 13), margin=2) if masked else None
+    volume = [None if x is None else x[..., None] for x in (f, w, mask)]
+    assert torch.equal(_call(name, *volume), _call(name, f, w, mask))
+
+
+def test_mind_descriptors_of_a_one_voxel_axis_are_the_2d_ones():
+    """MIND-SSC of a (H, W, 1) volume has the 4 in-plane channels of the 2-D slice, not 12."""
+    f, _ = _smooth_pair((12, 11), batch=2)
+    assert torch.equal(S.mind_ssc(f[..., None], radius=1, dilation=2), S.mind_ssc(f, radius=1, dilation=2)[..., None])
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_lncc_on_a_thin_slab_is_monais_2d_lncc_per_slice(depth):
+    """On a slab of 2-3 slices the windows stay in their slice: the local correlation map equals
+    MONAI's 2-D LNCC of each slice away from the in-plane border. Catches windows across slices."""
+    monai_losses = pytest.importorskip("monai.losses")
+    g = torch.Generator().manual_seed(4)
+    f = torch.rand(1, 1, 20, 17, depth, generator=g, dtype=torch.float64)
+    w = 0.5 * f + torch.rand(f.shape, generator=g, dtype=torch.float64)
+    ours = S.local_ncc_map(f, w, radius=2)
+    monai = monai_losses.LocalNormalizedCrossCorrelationLoss(spatial_dims=2, kernel_size=5, reduction="none")
+    for z in range(depth):
+        theirs = -monai(w[..., z], f[..., z])
+        torch.testing.assert_close(ours[..., 2:-2, 2:-2, z], theirs[..., 2:-2, 2:-2], atol=1e-10, rtol=1e-8)
+
+
+def test_ngf_ignores_differences_across_a_thin_axis():
+    """Analytic: ramps along a thin axis have no NGF edge (value 1 - 0 = 1 as for constant images), ramps
+    in plane keep theirs; the 3-slice slab scores as its 2-D slices. Catches a derivative across slices."""
+    i, j, k = torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in (7, 8, 3)], indexing="ij")
+    across, in_plane = (0.5 * k)[None, None], (0.3 * i + 0.1 * k)[None, None]
+    torch.testing.assert_close(S.ngf(across, across, eps=0.1), torch.ones(1, dtype=torch.float64))
+    g2 = 0.3 ** 2
+    torch.testing.assert_close(S.ngf(in_plane, in_plane, eps=0.1), torch.tensor([1 - (g2 / (g2 + 0.01)) ** 2],
+                                                                                dtype=torch.float64))
+
+
+def test_mind_without_a_mask_works_on_a_small_thick_slice_image():
+    """A 40x40x5 volume with 17 mm slices (the issue's clinical case): MIND with no mask, with a mask of
+    ones (what the engine passes when the user gave none) and with an overlap that loses the top slice
+    gives finite values and gradients; a mask of ones cuts no margin (equals no mask). This used to fail
+    with "mask is empty once voxels within 4 of its edge are dropped"."""
+    f, w = _smooth_pair((40, 40, 5), batch=2)
+    ones = torch.ones(1, 1, 40, 40, 5, dtype=torch.float64)
+    overlap = ones.clone()
+    overlap[..., -1] = 0.0
+    torch.testing.assert_close(S.mind_ssd(f, w, ones), S.mind_ssd(f, w), atol=1e-12, rtol=1e-10)
+    a = w.clone().requires_grad_()
+    value = S.mind_ssd(f, a, overlap)
+    value.sum().backward()
+    assert torch.isfinite(value).all() and torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+    assert not torch.allclose(value, S.mind_ssd(f, w))  # the lost slice is left out
+    tiny = torch.zeros_like(ones)
+    tiny[..., 20, 20, 2] = 1.0  # one voxel: no pair of neighbours inside
+    with pytest.raises(InputError, match="MIND patches"):
+        S.mind_ssd(f, w, tiny)
+
+
+def test_mind_needs_two_axes_that_are_not_thin():
+    f, w = _smooth_pair((20, 3, 2))
+    with pytest.raises(InputError, match="at least 2 axes of more than 3 voxels"):
+        S.mind_ssd(f, w)

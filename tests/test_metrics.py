@@ -44,7 +44,10 @@ def test_label_array_accepts_integer_floats_and_rejects_fractions() -> None:
         label_array(np.array([0.0, np.nan]), "seg")
 
 
-def test_missing_labels_are_reported_with_a_status_not_a_number() -> None:
+def test_missing_labels_are_reported_with_a_status_and_a_lost_label_scores_zero() -> None:
+    """A label lost (or invented) by the warp has Dice 0 and counts in the mean Dice; its distances are
+    missing. Catches a mean Dice that skips a label the warp erased (scoring a destroyed structure
+    higher than a damaged one)."""
     fixed = np.zeros((12, 12, 12), np.int64)
     warped = np.zeros_like(fixed)
     fixed[2:6, 2:6, 2:6] = 1
@@ -55,13 +58,16 @@ def test_missing_labels_are_reported_with_a_status_not_a_number() -> None:
     assert out["1"]["status"] == "ok" and out["1"]["dice"] == pytest.approx(0.75)
     for label, status in (("2", "missing in warped"), ("3", "missing in fixed"), ("7", "missing in both")):
         assert out[label]["status"] == status
-        assert all(out[label][k] is None for k in ("dice", "jaccard", "hd", "hd95", "assd"))
+        assert all(out[label][k] is None for k in ("hd", "hd95", "assd"))
+    assert out["2"]["dice"] == out["3"]["dice"] == 0.0 and out["2"]["jaccard"] == 0.0
+    assert out["7"]["dice"] is None and out["7"]["jaccard"] is None
     doc = evaluate(Image(torch.from_numpy(fixed)[None], Grid(fixed.shape)),
                    Image(torch.from_numpy(warped)[None], Grid(fixed.shape)), labels=[1, 2, 3, 7])
-    assert doc["mean"]["n"] == 1 and doc["mean"]["n_missing"] == 3
-    assert doc["mean"]["dice"] == pytest.approx(0.75)
+    assert doc["mean"]["n"] == 3 and doc["mean"]["n_missing"] == 3
+    assert doc["mean"]["dice"] == pytest.approx(0.75 / 3)
+    assert doc["mean"]["hd"] == out["1"]["hd"]  # distances: over the labels present on both sides
     csv_text = label_table_csv(doc)
-    assert "2,missing in warped,,,,,,8,0" in csv_text and csv_text.splitlines()[-1].startswith("mean,n=1,0.75")
+    assert "2,missing in warped,0,0,,,,8,0" in csv_text and csv_text.splitlines()[-1].startswith("mean,n=3,0.25")
 
 
 def test_default_labels_are_all_nonzero_labels_of_either_map() -> None:
@@ -308,9 +314,17 @@ def test_evaluate_refuses_label_maps_on_different_grids_unless_asked_to_resample
         evaluate(fixed_labels=fixed)
 
 
-def test_mean_dice_counts_labels_absent_from_both_as_one() -> None:
+def test_mean_dice_is_one_definition_lost_labels_zero_absent_labels_left_out() -> None:
+    """``metrics.mean_dice`` (the benchmarks' mean) equals ``evaluate``'s mean (the CLI's and batch's):
+    a lost label counts 0, a label absent from both maps is left out. Catches two means drifting
+    apart, or an erased structure being skipped."""
     from torchalign.metrics import mean_dice
 
-    fixed = np.array([[1, 1, 2, 0]])
-    warped = np.array([[1, 0, 2, 2]])
-    assert mean_dice(fixed, warped, [1, 2, 9]) == pytest.approx((2 / 3 + 2 / 3 + 1.0) / 3)
+    fixed = np.array([[1, 1, 2, 0, 3]])
+    warped = np.array([[1, 0, 2, 2, 0]])
+    expected = (2 / 3 + 2 / 3 + 0.0) / 3  # label 3 lost by the warp, label 9 absent from both
+    assert mean_dice(fixed, warped, [1, 2, 3, 9]) == pytest.approx(expected)
+    doc = evaluate(Image(torch.from_numpy(fixed)[None], Grid(fixed.shape)),
+                   Image(torch.from_numpy(warped)[None], Grid(fixed.shape)), labels=[1, 2, 3, 9])
+    assert doc["mean"]["dice"] == pytest.approx(expected) and doc["mean"]["n"] == 3
+    assert mean_dice(fixed, warped, [9]) is None

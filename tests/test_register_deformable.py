@@ -145,8 +145,13 @@ def test_midspace_objective_is_symmetric_in_the_two_images(slices) -> None:
     """SyN's objective compares both images on the mid space: swapping fixed and moving and negating
     the velocity gives the same value, and at zero velocity it is the plain objective."""
     from torchalign.losses import make_similarity
-    from torchalign.registration import build_problem, evaluate, prepare
+    from torchalign.registration import build_problem, objective, prepare
+    from torchalign.transforms.base import Compose
+    from torchalign.transforms.linear import MatrixTransform
     from torchalign.transforms.velocity import StationaryVelocity, SymmetricVelocity
+
+    def evaluate(problem, model, similarity, matrix):
+        return objective(problem, Compose(model, MatrixTransform(matrix)), similarity)
 
     fixed, moving = (prepare(im, name, True) for im, name in ((slices[0], "fixed"), (slices[1], "moving")))
     forward, backward = (build_problem(a, b, None, None, 2.0, 1.0, "vox") for a, b in ((fixed, moving), (moving, fixed)))

@@ -161,10 +161,13 @@ def test_folding_agrees_with_the_jacobian_determinant_inside(ndim: int) -> None:
     torch.testing.assert_close(R.folding(disp, grid, threshold=0.5), expected)
 
 
+@pytest.mark.parametrize("shape", [(5, 4, 4), (5, 4, 2)], ids=["full", "thin"])
 @pytest.mark.parametrize("penalty", PENALTIES, ids=lambda f: f.__name__)
-def test_gradcheck(penalty) -> None:
-    grid = Grid.from_geometry((4, 3, 3), spacing=(1.0, 1.5, 2.0), direction=_rot3(0.3, 0.2))
-    disp = torch.randn(2, 3, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+def test_gradcheck(penalty, shape) -> None:
+    """The analytic backward passes (adjoint stencils, cofactors) equal finite differences, also with a
+    thin axis (its voxels all count, no stencil along it)."""
+    grid = Grid.from_geometry(shape, spacing=(1.0, 1.5, 2.0), direction=_rot3(0.3, 0.2))
+    disp = torch.randn(2, 3, *shape, dtype=torch.float64, requires_grad=True)
     if penalty is R.folding:
         assert torch.autograd.gradcheck(lambda u: penalty(u, grid, threshold=0.9), (disp,))
     else:
@@ -174,8 +177,8 @@ def test_gradcheck(penalty) -> None:
 @pytest.mark.parametrize("penalty", [R.diffusion, R.bending_energy, R.curvature, R.linear_elasticity],
                          ids=lambda f: f.__name__)
 def test_gradcheck_on_a_sheared_grid(penalty) -> None:
-    grid = Grid((4, 3, 3), np.array([[1.0, 0.3, 0.0, 0], [0.0, 1.2, 0.2, 0], [0.1, 0.0, 0.9, 0], [0, 0, 0, 1]]))
-    disp = torch.randn(2, 3, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    grid = Grid((5, 4, 4), np.array([[1.0, 0.3, 0.0, 0], [0.0, 1.2, 0.2, 0], [0.1, 0.0, 0.9, 0], [0, 0, 0, 1]]))
+    disp = torch.randn(2, 3, 5, 4, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda u: penalty(u, grid), (disp,))
 
 
@@ -183,8 +186,6 @@ def test_bad_input_is_named() -> None:
     grid = Grid((5, 5))
     with pytest.raises(InputError, match="disp"):
         R.diffusion(torch.zeros(1, 3, 5, 5), grid)
-    with pytest.raises(InputError, match="at least 3 voxels"):
-        R.bending_energy(torch.zeros(1, 2, 5, 2), Grid((5, 2)))
     with pytest.raises(InputError, match="mu"):
         R.linear_elasticity(torch.zeros(1, 2, 5, 5), grid, mu=-1.0)
     with pytest.raises(InputError, match="weight"):
@@ -223,3 +224,74 @@ def test_smooth_field_converts_mm_to_voxels() -> None:
     torch.testing.assert_close(R.smooth_field(disp, grid, 4.0), gaussian_smooth(disp, [2.0, 8.0]))
     const = torch.full((1, 2, 20, 12), 3.0)
     torch.testing.assert_close(R.smooth_field(const, grid, (1.0, 2.0)), const)
+
+
+# ---- thin axes: 2-D in 3-D ------------------------------------------------------------------------
+def _slab(depth: int, direction_2d: np.ndarray | None = None) -> tuple[Grid, Grid]:
+    """An in-plane grid (9, 8) and the same plane as a 3-D grid ``depth`` slices of 2.5 mm thick."""
+    direction = np.eye(2) if direction_2d is None else direction_2d
+    plane = Grid.from_geometry((9, 8), spacing=(0.8, 1.7), origin=(3, -4), direction=direction)
+    direction_3d = np.eye(3)
+    direction_3d[:2, :2] = direction
+    slab = Grid.from_geometry((9, 8, depth), spacing=(0.8, 1.7, 2.5), origin=(3, -4, 1), direction=direction_3d)
+    return plane, slab
+
+
+@pytest.mark.parametrize("penalty", PENALTIES, ids=lambda f: f.__name__)
+def test_a_one_voxel_axis_gives_exactly_the_2d_value(penalty) -> None:
+    """Catches a stencil, an interior crop or a voxel count along a 1-voxel axis (this used to raise
+    "at least 3 voxels per axis"): an in-plane field on a (9, 8, 1) grid costs exactly its 2-D value."""
+    plane, slab = _slab(1)
+    disp = torch.randn(2, 2, 9, 8, dtype=torch.float64)
+    in_3d = torch.cat([disp, torch.zeros_like(disp[:, :1])], 1)[..., None]
+    assert torch.equal(penalty(in_3d, slab), penalty(disp, plane))
+    assert float(penalty(disp, plane).max()) > 0 or penalty is R.folding
+
+
+@pytest.mark.parametrize("penalty", [R.diffusion, R.bending_energy, R.curvature], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_thin_slabs_penalise_each_slice_in_plane(penalty, depth) -> None:
+    """A slab of 1-3 slices is 2-D in 3-D (as ANTs): no derivative across slices, each slice costs its 2-D
+    value, the through-plane component as a 2-D field ``(u_z, 0)``, and the slices are averaged. Catches
+    a difference across slices (a field that varies only across them would cost something)."""
+    c, s = math.cos(0.6), math.sin(0.6)
+    plane, slab = _slab(depth, np.array([[c, -s], [s, c]]))
+    disp = torch.randn(2, 3, 9, 8, depth, dtype=torch.float64)
+    per_slice = torch.stack([penalty(disp[:, :2, ..., z], plane) + penalty(
+        torch.cat([disp[:, 2:, ..., z], torch.zeros_like(disp[:, 2:, ..., z])], 1), plane) for z in range(depth)])
+    torch.testing.assert_close(penalty(disp, slab), per_slice.mean(0), rtol=1e-12, atol=0)
+    across = torch.zeros_like(disp)
+    across[:, :, ..., 0] = 1.0  # varies only across the slices
+    torch.testing.assert_close(penalty(across, slab), torch.zeros(2, dtype=torch.float64))
+
+
+def test_elasticity_and_folding_on_a_thin_slab() -> None:
+    """Analytic values with one thin axis: ``u = A x`` with ``A``'s through-plane column ignored (no
+    derivative across slices), so elasticity sees ``A`` with that column zeroed, and det J = det of the
+    in-plane block. Catches a through-plane derivative taken from 2 slices."""
+    _, slab = _slab(2)
+    a = np.array([[0.1, -0.2, 0.5], [0.3, 0.0, -0.4], [0.02, 0.04, 0.3]])
+    disp = _field(slab, lambda x: x @ torch.as_tensor(a).T)
+    seen = a.copy()
+    seen[:, 2] = 0.0
+    e = (seen + seen.T) / 2
+    elastic = 0.7 * (e**2).sum() + 0.3 / 2 * np.trace(e) ** 2
+    scale = torch.tensor([1.0, 4.0], dtype=torch.float64)
+    torch.testing.assert_close(R.linear_elasticity(disp, slab, mu=0.7, lam=0.3), scale * float(elastic))
+    torch.testing.assert_close(R.diffusion(disp, slab), scale * float((seen**2).sum()))
+    det = np.linalg.det(np.eye(2) + 2 * a[:2, :2])  # the doubled field of the pair
+    torch.testing.assert_close(R.folding(disp, slab, threshold=0.99),
+                               torch.tensor([max(0.0, 0.99 - np.linalg.det(np.eye(2) + a[:2, :2])) ** 2,
+                                             max(0.0, 0.99 - det) ** 2], dtype=torch.float64))
+
+
+def test_matches_monai_on_a_single_slice() -> None:
+    """MONAI's 2-D losses on the slice equal ours on the (10, 9, 1) volume (unit spacing): a peer's
+    2-D-in-3-D value, not only our own 2-D one."""
+    monai_deform = pytest.importorskip("monai.losses.deform", reason="MONAI is the test oracle")
+    disp = torch.randn(2, 2, 10, 9, dtype=torch.float64)
+    volume = torch.cat([disp, torch.zeros_like(disp[:, :1])], 1)[..., None]
+    be = monai_deform.BendingEnergyLoss(reduction="none")(disp).sum(1).flatten(1).mean(1)
+    torch.testing.assert_close(R.bending_energy(volume, Grid((10, 9, 1))), be)
+    diff = monai_deform.DiffusionLoss(reduction="none")(disp).sum(1).flatten(1).mean(1)
+    torch.testing.assert_close(R.diffusion(volume, Grid((10, 9, 1))), diff)

@@ -19,9 +19,15 @@ class _Strict(BaseModel):
 
 
 class Level(_Strict):
-    """One pyramid level: shrink factor, Gaussian smoothing sigma and iterations."""
+    """One pyramid level: its voxel size (a shrink factor or mm), Gaussian smoothing sigma and iterations.
 
-    shrink: float = Field(1.0, ge=1.0, description="Downsampling factor relative to the fixed image.")
+    The level's voxels are ``spacing`` mm, or ``shrink`` times the fixed image's finest spacing, on
+    every axis; an axis already coarser than that is not shrunk, and no axis is shrunk below
+    ``MIN_VOXELS`` voxels (ANTs and elastix shrink anisotropic images the same way).
+    """
+
+    shrink: float = Field(1.0, ge=1.0, description="Voxel size as a multiple of the fixed image's finest spacing.")
+    spacing: float | None = Field(None, gt=0.0, description="Voxel size in mm (replaces `shrink`).")
     sigma: float = Field(0.0, ge=0.0, description="Smoothing sigma before shrinking, in `sigma_units`.")
     iterations: int = Field(100, ge=0)
 
@@ -40,7 +46,8 @@ class Stage(_Strict):
     metric_options: dict[str, Any] = Field(default_factory=dict)
     levels: list[Level] = Field(default_factory=lambda: [Level(shrink=4, sigma=2, iterations=100),
                                                          Level(shrink=2, sigma=1, iterations=50)])
-    sigma_units: Literal["vox", "mm"] = "vox"
+    sigma_units: Literal["vox", "mm"] = Field("vox", description="`vox`: sigma in units of the fixed image's "
+                                                                "finest spacing (isotropic in mm).")
     optimizer: str = "Adam"
     lr: float = Field(0.2, gt=0.0, description="Learning rate; for linear stages in voxels of the level "
                                                 "(the first Adam steps move about lr voxels).")
@@ -93,10 +100,16 @@ def validation_problems(exc: ValidationError) -> str:
 
 
 def _validate(data: Any, source: str) -> RegistrationConfig:
+    """The validated config; every stage's names and options are also built once (no image read)."""
+    from .registration.stages import check_stage  # the engine imports this module
+
     try:
-        return RegistrationConfig.model_validate(data)
+        config = RegistrationConfig.model_validate(data)
     except ValidationError as exc:
         raise InputError(f"{source}: invalid configuration: {validation_problems(exc)}") from None
+    for i, stage in enumerate(config.stages):
+        check_stage(stage, f"{source}: stages.{i} ({stage.transform})")
+    return config
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -124,7 +137,9 @@ def load_preset(name: str) -> RegistrationConfig:
 def resolve_config(preset: str | None = None, config_file: str | Path | None = None,
                    overrides: dict[str, Any] | None = None) -> RegistrationConfig:
     """Preset, then a YAML file on top (top-level keys replace; ``stages`` replaces the list), then
-    CLI ``overrides`` (``init``, ``seed``, ``metric`` applied to every stage, ...)."""
+    CLI ``overrides`` (``init``, ``seed``, ...). ``metric`` replaces every stage's metric and drops
+    the stage's ``metric_options`` that the new metric does not take (``--metric mi`` on ``syn``
+    drops LNCC's ``radius``)."""
     data: dict[str, Any] = {}
     file_data: dict[str, Any] = {}
     if config_file is not None:
@@ -141,6 +156,10 @@ def resolve_config(preset: str | None = None, config_file: str | Path | None = N
     if "stages" not in data:
         raise InputError("no stages: give --preset or a config file with `stages`")
     if metric is not None:
-        for stage in data["stages"]:
+        from .registration.stages import similarity_options
+
+        accepted = similarity_options(metric)
+        for stage in data["stages"]:  # options the new metric does not take are dropped
             stage["metric"] = metric
+            stage["metric_options"] = {k: v for k, v in stage.get("metric_options", {}).items() if k in accepted}
     return _validate(data, str(config_file) if config_file else f"preset {preset!r}")

@@ -171,7 +171,8 @@ def apply_matrix(matrix: np.ndarray | Tensor, points: Tensor) -> Tensor:
 
     A batched matrix needs points ``(B, ..., D)``.
     """
-    m = (torch.tensor(matrix) if isinstance(matrix, np.ndarray) else matrix).to(points.device, points.dtype)
+    m = matrix.to(points.device, points.dtype) if isinstance(matrix, Tensor) else \
+        torch.tensor(matrix, dtype=points.dtype, device=points.device)
     d = points.shape[-1]
     # ``A @ P^T`` (a wide product) and a transposed view back: ~5x faster than the tall ``P @ A^T``.
     if m.ndim == 2:

@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
-from .execute import Progress
 from .pairs import Pair, glob_pairs, read_pairs
 from .settings import JobSettings
 from .summary import PairResult, write_index, write_summary
+
+if TYPE_CHECKING:  # the runners (and torch) are imported when a batch runs, not by `torchalign batch --help`
+    from .execute import Progress
 
 MODES = ("sequential", "pool", "dask", "gpu-batch")
 

@@ -71,7 +71,7 @@ class _Batches:
         except Exception as exc:  # noqa: BLE001 - one pair's bad input must not stop the batch
             self.settle(failure(pair, exc, time.perf_counter() - start))
             return
-        self.groups.setdefault(batch_key(prepared.fixed, prepared.moving), []).append(
+        self.groups.setdefault(batch_key(prepared.fixed, prepared.moving, self.settings.config), []).append(
             _Item(pair, data, prepared, record, time.perf_counter() - start))
 
     def run(self, key: tuple) -> None:
@@ -106,7 +106,7 @@ def run_gpu_batch(pairs: Sequence[Pair], outdir: Path, settings: JobSettings, ba
                   progress: Progress | None = None) -> list[PairResult]:
     """Register the pairs in batches of up to ``batch_size`` equal-size pairs on ``settings.device``.
 
-    The config must be linear (see :func:`~torchalign.batch.driver.check_batchable`); this is checked
+    The config must be batchable (see :func:`~torchalign.batch.driver.check_batchable`); this is checked
     before any work. ``retry`` applies when a failed batch is re-run pair by pair.
     """
     check_batchable(settings.config)

@@ -1,18 +1,15 @@
 """The per-pair job: read a pair's files, register, write the same outputs as ``torchalign register``.
 
-Outputs go to a hidden staging folder next to ``OUTDIR/<id>/`` and replace it in one rename, so a
-pair's folder never mixes files of two runs; the report is built in place, then the completion
-marker (``done.json``) is written last. :func:`run_pair` is the task that pool and Dask workers run:
+Outputs, the report and last the completion marker (``done.json``) go to a hidden staging folder
+next to ``OUTDIR/<id>/`` that replaces it in one rename (``io.folders.staged_folder``, shared with
+``torchalign register``), so a pair's folder never mixes files of two runs. :func:`run_pair` is the task that pool and Dask workers run:
 it takes paths and returns a :class:`PairResult`, turning every exception into a failed row.
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +21,10 @@ import torch
 from ..errors import TorchalignError
 from ..image import Image
 from ..io import read_image
+from ..io.folders import staged_folder
 from ..io.points import read_points
-from ..outputs import write_evaluation, write_registration
+from ..metrics.evaluate import check_inputs
+from ..outputs import write_outputs as write_all
 from ..registration import Result, register
 from . import marker
 from .pairs import Pair
@@ -55,18 +54,9 @@ def read_inputs(pair: Pair, settings: JobSettings) -> PairInputs:
                 for name in ("fixed_mask", "moving_mask", "fixed_labels", "moving_labels")}
     fp = read_points(pair.fixed_points, space=settings.points_space, grid=fixed.grid) if pair.fixed_points else None
     mp = read_points(pair.moving_points, space=settings.points_space, grid=moving.grid) if pair.moving_points else None
+    check_inputs(fixed, fixed_labels=optional["fixed_labels"], moving_labels=optional["moving_labels"], fixed_points=fp,
+                 moving_points=mp, names={k: str(v) for k, v in pair.inputs().items()})
     return PairInputs(fixed, moving, **optional, fixed_points=fp, moving_points=mp)
-
-
-def _replace_folder(staging: Path, target: Path) -> None:
-    """Put ``staging`` at ``target``, moving an earlier ``target`` aside first and deleting it after."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _summary_metrics(metrics_path: Path | None) -> dict[str, float | None]:
@@ -79,30 +69,20 @@ def _summary_metrics(metrics_path: Path | None) -> dict[str, float | None]:
 
 def write_outputs(pair: Pair, outdir: Path, data: PairInputs, result: Result, settings: JobSettings,
                   input_record: dict[str, dict[str, Any]], seconds: float) -> dict[str, float | None]:
-    """Write ``outdir/<pair.id>/`` as ``torchalign register`` would, then ``done.json``; return the metrics."""
-    outdir.mkdir(parents=True, exist_ok=True)
+    """Write ``outdir/<pair.id>/`` whole, as ``torchalign register`` would, with ``done.json`` last;
+    return the summary metrics."""
     target = outdir / pair.id
-    staging = outdir / f".{pair.id}.{uuid.uuid4().hex[:8]}.staging"
-    staging.mkdir()  # with the umask's normal mode (mkdtemp would make it private)
-    try:
-        inputs = list(pair.inputs().values())
-        extra = {"labels": {"fixed_labels": pair.fixed_labels, "warped_labels": "warped_labels.nii.gz"}} \
-            if pair.fixed_labels else {}
-        write_registration(staging, data.fixed, data.moving, result, settings.config, inputs, extra)
-        metrics_path = None
-        if data.fixed_labels is not None or data.fixed_points is not None:
-            metrics_path = write_evaluation(
-                staging, data.fixed, result, inputs, fixed_labels=data.fixed_labels, moving_labels=data.moving_labels,
-                labels=settings.labels, fixed_points=data.fixed_points, moving_points=data.moving_points)["metrics"]
-        summary = _summary_metrics(metrics_path)
-        _replace_folder(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    if settings.report:
-        from ..report import build_report
+    with staged_folder(target) as staging:
+        paths = write_all(staging, data.fixed, data.moving, result, settings.config, list(pair.inputs().values()),
+                          fixed_labels_path=pair.fixed_labels, fixed_labels=data.fixed_labels,
+                          moving_labels=data.moving_labels, labels=settings.labels, fixed_points=data.fixed_points,
+                          moving_points=data.moving_points)
+        summary = _summary_metrics(paths.get("metrics"))
+        if settings.report:
+            from ..report import build_report
 
-        build_report(target)
-    marker.write_marker(target, pair, settings, input_record, summary, seconds)
+            build_report(staging, shown_as=target)
+        marker.write_marker(staging, pair, settings, input_record, summary, seconds)
     return summary
 
 

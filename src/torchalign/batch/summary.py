@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..io.atomic import atomic_path
 
-DONE, SKIPPED, FAILED = "done", "skipped", "failed"
+DONE, SKIPPED, FAILED = "ok", "skipped", "failed"  # DONE: registered in this run
 COLUMNS = ("id", "status", "seconds", "attempts", "error", "dice_mean", "tre_mean", "fixed", "moving")
 SUMMARY_NAME, INDEX_NAME = "summary.csv", "index.html"
 
@@ -20,7 +20,7 @@ SUMMARY_NAME, INDEX_NAME = "summary.csv", "index.html"
 class PairResult:
     """The outcome of one pair.
 
-    ``status`` is ``done`` (registered in this run), ``skipped`` (finished by an earlier run with the
+    ``status`` is ``ok`` (registered in this run), ``skipped`` (finished by an earlier run with the
     same inputs and settings) or ``failed`` (``error`` says why). ``transient`` marks failures worth
     another attempt (anything but bad input); it is not written to the summary.
     """

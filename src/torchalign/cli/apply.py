@@ -1,19 +1,14 @@
 """``torchalign apply`` (images, label maps) and ``torchalign apply-points`` (point sets)."""
 from __future__ import annotations
 
-import click
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from ..errors import InputError
-from ..grid import Grid
-from ..io import read_image, write_image
-from ..io.points import read_points, write_points
-from ..io.transforms import Displacement, read_transform_chain
-from ..metrics.points import inside_extent
-from ..resample import resample
-from ..transforms.chain import chain_transform
+import click
+
 from .options import interp_option, nan_to_option
+
+if TYPE_CHECKING:
+    from ..grid import Grid
 
 ORDER_HELP = ("TRANSFORMS are ITK/ANTs linear files (.txt, .tfm, .mat) or displacement fields (.nii.gz), "
               "in ANTs order: a fixed-space point goes through the first one first (as "
@@ -30,6 +25,17 @@ ORDER_HELP = ("TRANSFORMS are ITK/ANTs linear files (.txt, .tfm, .mat) or displa
 @nan_to_option
 def apply_cmd(transforms: tuple[str, ...], moving: str, fixed: str, output: str, interp: str, pad: float,
               nan_to: float | None) -> None:
+    import numpy as np
+
+    from ..errors import InputError
+    from ..io.atomic import check_not_input
+    from ..io.images import file_kind, read_image, write_image
+    from ..io.transforms import Displacement, read_transform_chain
+    from ..resample import resample
+    from ..transforms.chain import chain_transform
+
+    check_not_input(output, [moving, fixed, *transforms])  # fail before the work, not after it
+    file_kind(output)
     items = read_transform_chain(list(transforms))
     chain = chain_transform(items)
     src = read_image(moving, nan_to=nan_to)
@@ -56,6 +62,10 @@ MIN_WARP_COVERAGE = 0.5  # a first warp covering less of the fixed image was mad
 
 def _fraction_inside(grid: Grid, domain: Grid) -> float:
     """Share of ``grid``'s voxel centres (every 4th along each axis) inside ``domain``'s extent."""
+    import torch
+
+    from ..metrics.points import inside_extent
+
     points = grid.points(torch.float64)[(slice(None, None, 4),) * grid.ndim]
     return float(inside_extent(points, domain).double().mean())
 
@@ -69,6 +79,14 @@ def _fraction_inside(grid: Grid, domain: Grid) -> float:
 @click.option("--space", type=click.Choice(["ras", "lps"]), default=None,
               help="Coordinate convention of the input and output files (default: what the file declares).")
 def apply_points_cmd(transforms: tuple[str, ...], points: str, output: str, space: str | None) -> None:
+    import torch
+
+    from ..io.atomic import check_not_input
+    from ..io.points import read_points, write_points
+    from ..io.transforms import read_transform_chain
+    from ..transforms.chain import chain_transform
+
+    check_not_input(output, [points, *transforms])
     chain = chain_transform(read_transform_chain(list(transforms)))
     pts = read_points(points, space=space)
     if pts.shape[1] != chain.ndim:

@@ -4,15 +4,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import click
 
-from ..batch import MODES, Execution, JobSettings, PairResult, glob_pairs, read_pairs, run_batch
-from ..batch.gpu import default_device
-from ..batch.local import cpu_cores
-from ..config import preset_names, resolve_config
-from ..io.points import SPACES
-from ..metrics.evaluate import parse_labels, read_labels_file
-from .options import nan_to_option
+from ..batch import MODES
+from ..config import preset_names
+from .options import device_option, nan_to_option, points_space_option, quiet_option
+
+if TYPE_CHECKING:
+    from ..batch import PairResult
 
 
 def _echo_progress(result: PairResult, finished: int, total: int) -> None:
@@ -36,7 +37,7 @@ def _echo_progress(result: PairResult, finished: int, total: int) -> None:
 @click.option("--seed", type=int, default=None, help="Random seed (default: the config's, 0).")
 @click.option("--mode", type=click.Choice(MODES), default=None,
               help="sequential (this process), pool (worker processes), dask (LocalCluster or --scheduler), "
-                   "gpu-batch (equal-size pairs optimised together on one device; linear presets). "
+                   "gpu-batch (equal-size pairs optimised together on one device; deformable pairs share a fixed grid). "
                    "Default: dask with --scheduler, pool with --workers > 1, else sequential.")
 @click.option("--workers", type=int, default=None,
               help="Processes for pool and for dask's LocalCluster; the cores are divided between them "
@@ -48,26 +49,33 @@ def _echo_progress(result: PairResult, finished: int, total: int) -> None:
 @click.option("--retry", type=int, default=0, show_default=True,
               help="Re-run a pair this many times after a transient failure (not after bad input).")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Pairs per batch in gpu-batch mode.")
-@click.option("--device", default=None,
-              help="cpu, cuda, cuda:1 ... (default: cpu; gpu-batch: cuda when available, else cpu).")
+@device_option(None, "Torch device: cpu, cuda, cuda:1 ... (default: cpu; gpu-batch: cuda when available, else cpu).")
 @click.option("--labels", "labels_text", default=None, metavar="IDS", help="Label ids to evaluate, e.g. 2,3,4.")
 @click.option("--labels-file", type=click.Path(), default=None, help="File of label ids to evaluate.")
-@click.option("--points-space", type=click.Choice(SPACES), default=None,
-              help="Coordinates of the point files when they do not declare it.")
+@points_space_option
 @click.option("--report", "do_report", is_flag=True, help="Write OUTDIR/<id>/report.html for every pair.")
+@quiet_option
 @nan_to_option
 def batch_cmd(pairs_csv: str | None, outdir: str, fixed_template: str | None, moving_glob: str | None,
               preset: str | None, config_file: str | None, metric: str | None, init: str | None, seed: int | None,
               mode: str | None, workers: int | None, scheduler: str | None, threads: int | None, retry: int,
               batch_size: int, device: str | None, labels_text: str | None, labels_file: str | None,
-              points_space: str | None, do_report: bool, nan_to: float | None) -> None:
+              points_space: str | None, do_report: bool, quiet: bool, nan_to: float | None) -> None:
     """Register every pair of PAIRS.csv, or every --moving image to the --fixed template.
 
     PAIRS.csv has a header line naming fixed,moving and optionally id, fixed_labels, moving_labels,
     fixed_mask, moving_mask, fixed_points, moving_points; relative paths are relative to the CSV's
-    folder. Each pair writes the outputs of `torchalign register` to OUTDIR/<id>/, then done.json.
-    A rerun skips the pairs already finished with the same inputs and settings. Exit code 1 when a
-    pair failed (see OUTDIR/summary.csv)."""
+    folder. Each pair writes the outputs of `torchalign register` to OUTDIR/<id>/, then done.json,
+    into a staging folder swapped in whole. A rerun in the same OUTDIR resumes: it skips the pairs
+    already finished with the same inputs and settings. Each pair's status in OUTDIR/summary.csv is
+    ok, skipped (finished earlier) or failed; the exit code is 1 when a pair failed."""
+    from ..batch import Execution, JobSettings, glob_pairs, read_pairs, run_batch
+    from ..batch.gpu import default_device
+    from ..batch.local import cpu_cores
+    from ..batch.summary import DONE, FAILED, SKIPPED
+    from ..config import resolve_config
+    from ..metrics.evaluate import parse_labels, read_labels_file
+
     if (pairs_csv is None) == (fixed_template is None and moving_glob is None):
         raise click.UsageError("give PAIRS.csv, or --fixed TEMPLATE with --moving GLOB (not both)")
     if (fixed_template is None) != (moving_glob is None):
@@ -84,9 +92,10 @@ def batch_cmd(pairs_csv: str | None, outdir: str, fixed_template: str | None, mo
         device = default_device() if mode == "gpu-batch" else "cpu"
     settings = JobSettings(config, tuple(labels) if labels else None, points_space, nan_to, do_report, device, threads)
     how = Execution(mode, cpu_cores() if workers is None else workers, scheduler, retry, batch_size)
-    results = run_batch(pairs, Path(outdir), settings, how, progress=_echo_progress)
-    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
-    click.echo(f"{len(results)} pairs: {counts['done']} registered, {counts['skipped']} already finished, "
-               f"{counts['failed']} failed; wrote {Path(outdir) / 'summary.csv'} and {Path(outdir) / 'index.html'}")
-    if counts["failed"]:
+    results = run_batch(pairs, Path(outdir), settings, how, progress=None if quiet else _echo_progress)
+    counts = {s: sum(r.status == s for r in results) for s in (DONE, SKIPPED, FAILED)}
+    if not quiet:
+        click.echo(f"{len(results)} pairs: {counts[DONE]} registered, {counts[SKIPPED]} already finished, "
+                   f"{counts[FAILED]} failed; wrote {Path(outdir) / 'summary.csv'} and {Path(outdir) / 'index.html'}")
+    if counts[FAILED]:
         sys.exit(1)

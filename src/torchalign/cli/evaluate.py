@@ -4,13 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 import click
-import torch
 
-from ..errors import InputError
-from ..io import read_image
-from ..io.points import SPACES, read_points
-from ..io.transforms import read_displacement
-from ..metrics.evaluate import evaluate, parse_labels, read_labels_file, write_metrics
+from .options import points_space_option
 
 
 @click.command("evaluate")
@@ -23,8 +18,7 @@ from ..metrics.evaluate import evaluate, parse_labels, read_labels_file, write_m
               "points for TRE and gives Jacobian statistics.")
 @click.option("--fixed-points", type=click.Path(), help="Landmarks in the fixed image (.csv, .txt, .pts).")
 @click.option("--moving-points", type=click.Path(), help="Corresponding landmarks in the moving image.")
-@click.option("--points-space", type=click.Choice(SPACES), default=None,
-              help="What the point files hold: RAS or LPS mm, or voxel indices (default: as the file declares).")
+@points_space_option
 @click.option("--fixed-image", type=click.Path(), help="Image whose grid voxel-index fixed points refer to "
               "(default: the warp's or the fixed label map's grid).")
 @click.option("--moving-image", type=click.Path(), help="Image whose grid voxel-index moving points refer to.")
@@ -41,6 +35,15 @@ def evaluate_cmd(fixed_labels: str | None, warped_labels: str | None, labels_tex
     Distances are in mm with the grid's spacing; labels missing on one side are reported with a
     status instead of a number.
     """
+    import torch
+
+    from ..errors import InputError
+    from ..io import read_image
+    from ..io.atomic import check_not_input
+    from ..io.points import read_points
+    from ..io.transforms import read_displacement
+    from ..metrics.evaluate import evaluate, parse_labels, read_labels_file, write_metrics
+
     if not any((fixed_labels, warped_labels, warp, fixed_points, moving_points)):
         raise click.UsageError("nothing to evaluate: give label maps, points and/or --warp")
     if labels_text and labels_file:
@@ -49,6 +52,11 @@ def evaluate_cmd(fixed_labels: str | None, warped_labels: str | None, labels_tex
         raise click.UsageError("--labels/--labels-file need --fixed-labels and --warped-labels")
     if csv_path and not fixed_labels:
         raise click.UsageError("--csv writes the per-label table: it needs --fixed-labels and --warped-labels")
+    inputs = [p for p in (fixed_labels, warped_labels, warp, fixed_points, moving_points, labels_file,
+                          fixed_image, moving_image) if p]
+    for path in (output, csv_path):
+        if path:
+            check_not_input(path, inputs)
     labels = parse_labels(labels_text) if labels_text else read_labels_file(labels_file) if labels_file else None
     fl = read_image(fixed_labels) if fixed_labels else None
     wl = read_image(warped_labels) if warped_labels else None
@@ -72,8 +80,6 @@ def evaluate_cmd(fixed_labels: str | None, warped_labels: str | None, labels_tex
         ("fixed_labels", fixed_labels), ("warped_labels", warped_labels), ("warp", warp),
         ("fixed_points", fixed_points), ("moving_points", moving_points)) if v}}
     doc.update(evaluate(fl, wl, labels, field, fixed_pts, moving_pts, resample_labels, points_name=str(fixed_points)))
-    inputs = [p for p in (fixed_labels, warped_labels, warp, fixed_points, moving_points, labels_file,
-                          fixed_image, moving_image) if p]
     write_metrics(doc, output, csv_path, inputs=inputs)
     click.echo(f"wrote {output}" + (f" and {csv_path}" if csv_path else "") + _one_line(doc))
 

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import click
-import numpy as np
 
-from ..io import read_image
 from .options import nan_to_option
 
 
@@ -13,6 +11,10 @@ from .options import nan_to_option
 @nan_to_option
 def info(image: str, nan_to: float | None) -> None:
     """Print shape, spacing, origin, orientation, dtype and intensity range of IMAGE."""
+    import numpy as np
+
+    from ..io import read_image
+
     img = read_image(image, nan_to=nan_to)
     g = img.grid
     data = img.data

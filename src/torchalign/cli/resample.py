@@ -3,11 +3,6 @@ from __future__ import annotations
 
 import click
 
-from ..errors import InputError
-from ..io import read_image, write_image
-from ..io.atomic import check_not_input
-from ..io.images import file_kind
-from ..resample import resample
 from .options import interp_option, nan_to_option
 
 
@@ -20,6 +15,11 @@ from .options import interp_option, nan_to_option
 @nan_to_option
 def resample_cmd(image: str, like: str, output: str, interp: str, pad: float, nan_to: float | None) -> None:
     """Resample IMAGE onto the grid of REF through world coordinates (no transform)."""
+    from ..errors import InputError
+    from ..io.atomic import check_not_input
+    from ..io.images import file_kind, read_image, write_image
+    from ..resample import resample
+
     check_not_input(output, [image, like])  # fail before the work, not after it
     file_kind(output)
     src = read_image(image, nan_to=nan_to)

@@ -3,9 +3,11 @@
 Each penalty is the mean over voxels of an energy density summed over components. Derivatives
 are compact central differences on the interior voxels (as MONAI's ``BendingEnergyLoss`` and
 ``DiffusionLoss``): first derivatives ``(u[i+1] - u[i-1]) / 2``, second ``u[i+1] - 2u[i] + u[i-1]``
-and the 4-point mixed stencil, exact for quadratics, so every axis needs at least 3 voxels. They
-are taken along voxel axes and converted to world mm with ``M = dv/dx`` (the linear part of
-``voxel_from_world``).
+and the 4-point mixed stencil, exact for quadratics. They are taken along voxel axes and converted
+to world mm with ``M = dv/dx`` (the linear part of ``voxel_from_world``). An axis of at most
+``filters.THIN`` voxels (a slab's slices, a 1-voxel pyramid level) is treated as absent, as ANTs
+treats 2-D in 3-D: no derivative along it and all its voxels count, so a field on a 1-voxel axis
+costs exactly what its 2-D slice costs.
 
 Diffusion, bending, curvature and linear elasticity are quadratic: ``sum_r alpha_r |L_r u|^2 / N``
 with each ``L_r`` a stencil (a weighted sum of shifted interior views). They run through one
@@ -26,7 +28,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from ..errors import InputError
 from ..grid import Grid
-from .filters import gaussian_smooth
+from .filters import gaussian_smooth, thin_axes
 
 Shift = tuple[int, ...]
 Stencil = dict[Shift, float]
@@ -40,8 +42,11 @@ def _check(disp: Tensor, grid: Grid) -> None:
         raise InputError(f"disp must be (B, {d}, *{grid.shape}) on its grid, got {tuple(disp.shape)}")
     if not disp.is_floating_point():
         raise InputError(f"disp must be a floating-point tensor, got {disp.dtype}")
-    if min(grid.shape) < 3:
-        raise InputError(f"regularisers need at least 3 voxels per axis, got grid shape {grid.shape}")
+
+
+def _axes(grid: Grid) -> list[int]:
+    """The voxel axes derivatives are taken along (the others are thin, see the module docstring)."""
+    return [k for k, thin in enumerate(thin_axes(grid.shape)) if not thin]
 
 
 def _clean(m: np.ndarray) -> np.ndarray:
@@ -93,9 +98,11 @@ def _terms(parts: Iterable[tuple[int | None, float, Stencil]]) -> Terms:
 
 
 def _shifted(u: Tensor, shift: Shift) -> Tensor:
-    """Interior view of ``u (B, C, *S)`` shifted by ``shift`` (-1, 0, +1 per spatial axis)."""
+    """Interior view of ``u (B, C, *S)`` shifted by ``shift`` (-1, 0, +1 per spatial axis; 0 on thin axes,
+    which keep all their voxels)."""
     index = [slice(None), slice(None)]
-    index += [slice(1 + s, n - 1 + s) for s, n in zip(shift, u.shape[2:])]
+    index += [slice(None) if thin else slice(1 + s, n - 1 + s)
+              for s, n, thin in zip(shift, u.shape[2:], thin_axes(u.shape[2:]))]
     return u[tuple(index)]
 
 
@@ -104,13 +111,12 @@ def _channels(u: Tensor, component: int | None) -> Tensor:
 
 
 def _apply(u: Tensor, terms: Terms) -> Tensor:
-    """``L u`` on the interior: ``(B, D or 1, *(S - 2))``."""
+    """``L u`` on the interior: ``(B, D or 1, *S')``, zero when ``L`` is empty (every axis thin)."""
     out: Tensor | None = None
     for (component, shift), coeff in terms.items():
         view = _shifted(_channels(u, component), shift)
         out = view * coeff if out is None else out.add_(view, alpha=coeff)
-    assert out is not None
-    return out
+    return torch.zeros_like(_shifted(u[:, :1], (0,) * (u.ndim - 2))) if out is None else out
 
 
 def _apply_adjoint_(target: Tensor, v: Tensor, terms: Terms) -> None:
@@ -144,7 +150,7 @@ class _SumOfSquares(torch.autograd.Function):
 
 
 def _interior_size(u: Tensor) -> int:
-    return int(np.prod([n - 2 for n in u.shape[2:]]))
+    return int(np.prod([n if thin else n - 2 for n, thin in zip(u.shape[2:], thin_axes(u.shape[2:]))]))
 
 
 def _sum_of_squares(disp: Tensor, rows: list[Row]) -> Tensor:
@@ -155,7 +161,7 @@ def diffusion(disp: Tensor, grid: Grid) -> Tensor:
     """Mean of ``sum_ij (du_i/dx_j)^2`` (world mm): ``(B,)``. ``u = A x`` gives ``sum(A^2)``."""
     _check(disp, grid)
     d, f = grid.ndim, _metric_factor(grid)
-    rows = [(1.0, _terms((None, f[k, j], _first_stencil(k, d)) for k in range(d))) for j in range(d)]
+    rows = [(1.0, _terms((None, f[k, j], _first_stencil(k, d)) for k in _axes(grid))) for j in range(d)]
     return _sum_of_squares(disp, rows)
 
 
@@ -164,7 +170,7 @@ def bending_energy(disp: Tensor, grid: Grid) -> Tensor:
     _check(disp, grid)
     d, f = grid.ndim, _metric_factor(grid)
     rows = [(1.0 if j == l else 2.0,
-             _terms((None, f[k, j] * f[q, l], _second_stencil(k, q, d)) for k in range(d) for q in range(d)))
+             _terms((None, f[k, j] * f[q, l], _second_stencil(k, q, d)) for k in _axes(grid) for q in _axes(grid)))
             for j, l in combinations_with_replacement(range(d), 2)]
     return _sum_of_squares(disp, rows)
 
@@ -174,7 +180,7 @@ def curvature(disp: Tensor, grid: Grid) -> Tensor:
     _check(disp, grid)
     d, m = grid.ndim, _voxel_from_world(grid)
     p = _clean(m @ m.T)
-    row = _terms((None, p[k, q], _second_stencil(k, q, d)) for k in range(d) for q in range(d))
+    row = _terms((None, p[k, q], _second_stencil(k, q, d)) for k in _axes(grid) for q in _axes(grid))
     return _sum_of_squares(disp, [(1.0, row)])
 
 
@@ -190,7 +196,7 @@ def linear_elasticity(disp: Tensor, grid: Grid, mu: float = 1.0, lam: float = 1.
 
     def gradient(i: int, j: int, scale: float) -> list[tuple[int | None, float, Stencil]]:
         """Parts of ``scale * du_i/dx_j``."""
-        return [(i, scale * m[k, j], _first_stencil(k, d)) for k in range(d)]
+        return [(i, scale * m[k, j], _first_stencil(k, d)) for k in _axes(grid)]
 
     rows: list[Row] = [(mu, _terms(gradient(i, i, 1.0))) for i in range(d)]
     rows += [(2 * mu, _terms(gradient(i, j, 0.5) + gradient(j, i, 0.5))) for i in range(d) for j in range(i + 1, d)]
@@ -238,9 +244,9 @@ class _Folding(torch.autograd.Function):
         d_det = torch.relu(ctx.threshold - det) * scale  # type: ignore[attr-defined]
         out = torch.zeros_like(u)
         for r in range(d):
-            for k in range(d):  # dE/d(du_r/dv_k) = sum_c dE/dJ[r][c] * M[k, c]
+            for k in np.flatnonzero(m.any(1)):  # dE/d(du_r/dv_k) = sum_c dE/dJ[r][c] * M[k, c]
                 d_gradient = sum(float(m[k, c]) * cof[r][c] for c in range(d) if m[k, c] != 0) * d_det
-                _apply_adjoint_(out, d_gradient, _terms([(r, 1.0, _first_stencil(k, d))]))
+                _apply_adjoint_(out, d_gradient, _terms([(r, 1.0, _first_stencil(int(k), d))]))
         return out, None, None
 
 
@@ -250,7 +256,9 @@ def folding(disp: Tensor, grid: Grid, threshold: float = 0.0) -> Tensor:
     ``J`` uses the same central differences as the other penalties (interior voxels only).
     """
     _check(disp, grid)
-    return _Folding.apply(disp, _voxel_from_world(grid), float(threshold))
+    m = _voxel_from_world(grid)
+    m[np.asarray(thin_axes(grid.shape))] = 0.0  # no derivative along thin axes
+    return _Folding.apply(disp, m, float(threshold))
 
 
 def smooth_field(disp: Tensor, grid: Grid, sigma_mm: float | Sequence[float]) -> Tensor:

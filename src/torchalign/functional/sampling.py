@@ -177,12 +177,13 @@ def _reverse_axes(ndim: int) -> np.ndarray:
     return p
 
 
-def sample_affine(data: Tensor, grid: Grid, matrix: Tensor, onto: Grid, padding: Padding = "zeros") -> Tensor:
-    """Linear sampling of ``(B, C, *S)`` data on ``grid`` through a world matrix, onto the grid ``onto``.
+def affine_coordinates(grid: Grid, matrix: Tensor, onto: Grid, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``grid_sample`` coordinates ``(B, *onto.shape, D)`` on ``grid`` of the points ``A x``, ``x`` the
+    voxel centres of ``onto`` and ``A`` a world matrix ``(B|1, D+1, D+1)`` (moving_from_fixed).
 
-    ``matrix`` is ``(B|1, D+1, D+1)`` moving_from_fixed (world mm). All geometry is folded into one
-    normalised-to-normalised matrix and sampled with ``affine_grid``: far cheaper than mapping every
-    point, and differentiable with respect to ``matrix``. Returns ``(B, C, *onto.shape)``.
+    All geometry is folded into one normalised-to-normalised matrix for ``affine_grid``: far cheaper
+    than mapping every point, and differentiable with respect to ``matrix``. The coordinates are
+    ``dtype`` (the sampled data's).
     """
     d = grid.ndim
     if matrix.ndim == 2:
@@ -192,16 +193,31 @@ def sample_affine(data: Tensor, grid: Grid, matrix: Tensor, onto: Grid, padding:
                            dtype=matrix.dtype, device=matrix.device)
     right = torch.as_tensor(onto.world_from_voxel @ np.linalg.inv(normalized_from_voxel(onto.shape)) @ flip,
                             dtype=matrix.dtype, device=matrix.device)
-    theta = (left @ matrix @ right)[:, :d].to(data.dtype)
-    b = max(theta.shape[0], data.shape[0])
-    base = F.affine_grid(theta.expand(b, -1, -1), [b, 1, *onto.shape], align_corners=True)
-    src = data.expand(b, *data.shape[1:]) if data.shape[0] != b else data
+    theta = (left @ matrix @ right)[:, :d].to(dtype)
+    return F.affine_grid(theta, [theta.shape[0], 1, *onto.shape], align_corners=True)
+
+
+def sample_affine(data: Tensor, grid: Grid, matrix: Tensor, onto: Grid, padding: Padding = "zeros") -> Tensor:
+    """Linear sampling of ``(B, C, *S)`` data on ``grid`` through a world matrix ``(B|1, D+1, D+1)``
+    (moving_from_fixed), onto the grid ``onto`` -> ``(B, C, *onto.shape)``; see :func:`affine_coordinates`."""
+    base = affine_coordinates(grid, matrix, onto, data.dtype)
+    b = max(base.shape[0], data.shape[0])
+    src, base = data.expand(b, *data.shape[1:]), base.expand(b, *base.shape[1:])
     if padding == "border":
         return _linear(src, base)
     value = 0.0 if padding == "zeros" else float(padding)
     out = _linear(src, base)
     inside = _inside(base, grid.shape, reversed_axes=True).unsqueeze(1)
     return torch.where(inside, out, torch.as_tensor(value, dtype=out.dtype, device=out.device))
+
+
+def sample_inside(data: Tensor, grid: Grid, coords: Tensor) -> tuple[Tensor, Tensor]:
+    """Zero-padded linear sampling of ``(B|1, C, *S)`` data on ``grid`` at ``grid_sample`` coordinates
+    ``(B|1, *Q, D)`` (from :func:`affine_coordinates` or :func:`displaced_coordinates`), and where the
+    points fall inside the grid's extent: ``(values (B, C, *Q), inside (B, 1, *Q) float)``. ``inside``
+    is exactly what sampling an extra channel of ones would give, at no interpolation cost."""
+    inside = _inside(coords, grid.shape, reversed_axes=True).unsqueeze(1).to(data.dtype)
+    return _grid_sample(data, grid, coords) * inside, inside
 
 
 def displaced_coordinates(disp: Tensor, disp_grid: Grid, grid: Grid, matrix: Tensor | None = None) -> Tensor:
@@ -259,9 +275,7 @@ def sample_displaced_inside(data: Tensor, grid: Grid, disp: Tensor, disp_grid: G
     """:func:`sample_displaced` with zero padding, and where the points fall inside the grid's
     extent: ``(values (B, C, *S), inside (B, 1, *S) float)``; ``inside`` is exactly what sampling an extra
     channel of ones would give, at no interpolation cost (registration's overlap weight)."""
-    coords = displaced_coordinates(disp, disp_grid, grid, matrix)
-    inside = _inside(coords, grid.shape, reversed_axes=True).unsqueeze(1).to(data.dtype)
-    return _grid_sample(data, grid, coords) * inside, inside
+    return sample_inside(data, grid, displaced_coordinates(disp, disp_grid, grid, matrix))
 
 
 def _grid_sample(data: Tensor, grid: Grid, coords: Tensor) -> Tensor:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -41,3 +42,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_files(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> Iterator[Path]:
+    """Yield ``path``'s name inside a hidden temporary folder next to it; on success move every file
+    written there into ``path``'s folder, the named file (the header) last.
+
+    For formats that write several files under one name (``.hdr/.img``, ``.mhd/.raw``,
+    ``.nhdr`` + data file) each file gets its final name, so a header points at the final data file;
+    each rename is atomic. A companion file that would replace one of ``inputs`` is refused.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield folder / target.name
+        written = sorted((p for p in folder.iterdir() if p.name != target.name), key=lambda p: p.name)
+        for p in written + [folder / target.name]:
+            check_not_input(target.parent / p.name, inputs)
+        mode = 0o666 & ~_umask()  # mkdtemp's files are the writer's; give them a normal file's mode
+        for p in written + [folder / target.name]:
+            os.chmod(p, mode)
+            os.replace(p, target.parent / p.name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -24,7 +24,7 @@ import torch
 from ..errors import InputError
 from ..grid import Grid
 from ..image import Image
-from .atomic import atomic_path, check_not_input
+from .atomic import atomic_files, check_not_input
 from .lps import ras_from_lps
 
 NIFTI = (".nii", ".nii.gz", ".hdr", ".img")
@@ -240,11 +240,11 @@ def write_image(image: Image, path: str | os.PathLike, *, dtype: np.dtype | str 
         raise InputError(f"{path}: writing DICOM is not supported; use .nii.gz, .mha or .nrrd")
     array = image.data[0].detach().cpu().numpy()
     if dtype is not None:
-        array = array.astype(np.dtype(dtype))
+        array = array.astype(np.dtype(dtype), copy=False)
     if Path(path).name.lower().endswith(ITK_2D):
         array = _raster_array(array, image.ndim, path)
     try:
-        with atomic_path(target) as tmp:
+        with atomic_files(target, inputs) as tmp:
             if kind == "nifti":
                 _write_nifti(image, array, tmp, dtype is not None)
             elif kind == "numpy":

@@ -14,9 +14,9 @@ def ras_from_lps(ndim: int) -> np.ndarray:
     return m
 
 
-def flip_points(points: np.ndarray) -> np.ndarray:
-    """LPS <-> RAS for ``(..., D)`` points (negate x and y)."""
-    out = np.array(points, dtype=np.float64, copy=True)
+def flip_points(points: np.ndarray, dtype: np.dtype | type = np.float64) -> np.ndarray:
+    """LPS <-> RAS for ``(..., D)`` points or vectors (negate x and y), as a new ``dtype`` array."""
+    out = np.array(points, dtype=dtype, copy=True)
     out[..., :2] *= -1
     return out
 

@@ -33,9 +33,9 @@ from ..errors import InputError
 from ..grid import Grid
 from .atomic import atomic_path, check_not_input
 from .lps import flip_points
+from .spaces import SPACES
 
 Space = Literal["ras", "lps", "voxel"]
-SPACES = ("ras", "lps", "voxel")
 CSV_SUFFIXES = (".csv",)
 TEXT_SUFFIXES = (".txt", ".pts")
 _AXES = ("x", "y", "z")

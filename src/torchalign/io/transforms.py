@@ -178,12 +178,10 @@ def write_displacement(field: Tensor, grid: Grid, path: PathLike, inputs: Sequen
     if tuple(field.shape) != (1, d, *grid.shape):
         raise InputError(f"{path}: field must be (1, {d}, {', '.join(map(str, grid.shape))}) for this grid, "
                          f"got {tuple(field.shape)}")
-    u = field[0].detach().cpu().to(torch.float64).numpy()
+    u = flip_points(field[0].detach().cpu().movedim(0, -1).numpy(), np.float32)  # (*S, D) LPS vectors, one copy
     if not np.all(np.isfinite(u)):
         raise InputError(f"{path}: displacement field contains NaN or Inf")
     target = check_not_input(path, inputs)
-    u = np.moveaxis(u, 0, -1)  # (*S, D)
-    u = flip_points(u).astype(np.float32)  # RAS -> LPS vectors
     data = u[:, :, :, None, :] if d == 3 else u[:, :, None, None, :]
     affine = nifti_affine(grid)
     img = nib.Nifti1Image(data, affine)

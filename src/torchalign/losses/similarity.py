@@ -79,24 +79,40 @@ class LNCC(PairLoss):
 
 
 class MI(PairLoss):
-    """Negated Parzen-window mutual information (:func:`torchalign.functional.similarity.mi`)."""
+    """Negated Parzen-window mutual information (:func:`torchalign.functional.similarity.mi`).
 
-    hyper = ("bins", "kernel", "samples", "seed")
+    ``samples`` (a number of voxels, or a fraction of the voxels inside the mask) computes MI on a
+    random subset, as ANTs' and elastix' random sampling: levels with fewer voxels use them all.
+    With ``resample=False`` every call draws the same subset (``seed``); with ``resample=True`` the
+    module counts its calls and draws call ``k`` with seed ``seed + k`` (a new subset each
+    iteration, the same sequence on every run).
+    """
 
-    def __init__(self, bins: int = 32, kernel: S.Kernel = "bspline", samples: int | None = None, seed: int = 0,
-                 reduction: Reduction = "mean") -> None:
+    hyper = ("bins", "kernel", "samples", "seed", "resample")
+
+    def __init__(self, bins: int = 32, kernel: S.Kernel = "bspline", samples: int | float | None = None,
+                 seed: int = 0, resample: bool = False, reduction: Reduction = "mean") -> None:
         super().__init__(reduction)
-        self.bins, self.kernel, self.samples, self.seed = bins, kernel, samples, seed
+        S.check_mi_options(bins, kernel, samples, seed)
+        if not isinstance(resample, bool):
+            raise InputError(f"resample must be true or false, got {resample!r}")
+        self.bins, self.kernel, self.samples, self.seed, self.resample = bins, kernel, samples, seed, resample
+        self.calls = 0
+
+    def _seed(self) -> int:
+        seed = self.seed + self.calls if self.resample else self.seed
+        self.calls += 1
+        return seed
 
     def forward(self, fixed: Tensor, warped: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.reduce(S.mi(fixed, warped, mask, self.bins, self.kernel, self.samples, self.seed))
+        return self.reduce(S.mi(fixed, warped, mask, self.bins, self.kernel, self.samples, self._seed()))
 
 
 class NMI(MI):
     """Negated normalised mutual information (:func:`torchalign.functional.similarity.nmi`)."""
 
     def forward(self, fixed: Tensor, warped: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.reduce(S.nmi(fixed, warped, mask, self.bins, self.kernel, self.samples, self.seed))
+        return self.reduce(S.nmi(fixed, warped, mask, self.bins, self.kernel, self.samples, self._seed()))
 
 
 class NGF(PairLoss):

@@ -9,8 +9,12 @@ Shape (sections present when their inputs are)::
      "jacobian": {"fold_percent", "sdlogj", "min", "max", "mean", "n", "n_folded"},
      "field": {"curl_mean", "curl_p95", "curl_max", "displacement_mean", "displacement_max"}}
 
-A label absent from one side gets null metrics and a ``status`` ("missing in warped", "missing in
-fixed", "missing in both"); the means are over the labels with status "ok", ``n`` of them.
+A label absent from one side gets a ``status`` ("missing in warped", "missing in fixed", "missing in
+both"). Its Dice and Jaccard are 0 when it is present on one side (the warp lost or invented it)
+and null when it is absent from both; its distances are null. The mean Dice and Jaccard are over
+the labels whose Dice is defined (``metrics.overlap.mean_of``, the one mean used everywhere), the
+mean distances over the labels with status "ok"; ``n`` counts the labels in the mean Dice and
+``n_missing`` those without status "ok".
 Distances are mm, volumes mm³.
 """
 from __future__ import annotations
@@ -33,11 +37,12 @@ from ..image import Image
 from ..io.atomic import atomic_path, check_not_input
 from ..resample import resample
 from .fields import curl_magnitude, error_summary, jacobian_stats
-from .overlap import OK, dice, jaccard, label_array, presence_status
+from .overlap import OK, dice, jaccard, label_array, mean_of, presence_status
 from .points import map_points, require_inside, tre, tre_summary
 from .surface import surface_metrics
 
 LABEL_METRICS = ("dice", "jaccard", "hd", "hd95", "assd")
+OVERLAP_METRICS = ("dice", "jaccard")
 
 
 def _name(image: Image, default: str) -> str:
@@ -56,6 +61,31 @@ def _check_orthogonal(grid: Grid, name: str) -> None:
     if not np.allclose(d.T @ d, np.eye(grid.ndim), atol=1e-6):
         raise InputError(f"{name}: the voxel axes are not orthogonal (sheared grid); surface distances need an "
                          "orthogonal grid, resample the label maps first")
+
+
+def check_inputs(fixed: Image, *, fixed_labels: Image | None = None, moving_labels: Image | None = None,
+                 fixed_points: np.ndarray | None = None, moving_points: np.ndarray | None = None,
+                 names: dict[str, str] | None = None) -> None:
+    """Check, before any work, what evaluating a registration onto ``fixed`` will need: integer label
+    maps of the image's dimension, fixed points ``(N, D)`` RAS mm inside the fixed image (the complete
+    map is sampled there) and as many moving points. ``names`` maps the keyword names to the file
+    names used in errors."""
+    names = names or {}
+    for key, image in (("fixed_labels", fixed_labels), ("moving_labels", moving_labels)):
+        if image is not None:
+            name = names.get(key, key)
+            label_volume(image, name)
+            if image.ndim != fixed.ndim:
+                raise InputError(f"{name}: a {image.ndim}-D label map for a {fixed.ndim}-D image")
+    if (fixed_points is None) != (moving_points is None):
+        raise InputError("give both the fixed and the moving points, or neither")
+    if fixed_points is not None and moving_points is not None:
+        fname, mname = names.get("fixed_points", "fixed points"), names.get("moving_points", "moving points")
+        require_inside(torch.as_tensor(fixed_points, dtype=torch.float64), fixed.grid, fname, "the fixed image")
+        if moving_points.shape != fixed_points.shape:
+            raise InputError(f"{mname}: holds {moving_points.shape[0]} {moving_points.shape[1]}-D points but {fname} "
+                             f"holds {fixed_points.shape[0]} {fixed_points.shape[1]}-D points; landmarks must "
+                             "correspond one to one")
 
 
 def parse_labels(text: str, name: str = "--labels") -> list[int]:
@@ -96,18 +126,22 @@ def label_metrics(fixed: np.ndarray, warped: np.ndarray, spacing: Sequence[float
         na, nb = int(a.sum()), int(b.sum())
         entry: dict[str, Any] = {"status": presence_status(na > 0, nb > 0)}
         entry.update(dict.fromkeys(LABEL_METRICS))
+        entry.update(dice=dice(a, b), jaccard=jaccard(a, b))
         if entry["status"] == OK:
-            entry.update(dice=dice(a, b), jaccard=jaccard(a, b), **surface_metrics(a, b, spacing))
+            entry.update(surface_metrics(a, b, spacing))
         entry.update(volume_fixed_mm3=na * voxel_mm3, volume_warped_mm3=nb * voxel_mm3)
         out[str(label)] = entry
     return out
 
 
 def summarise_labels(per_label: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Means of each label metric over the labels with status "ok"; ``n`` and ``n_missing`` counts."""
-    ok = [v for v in per_label.values() if v["status"] == OK]
-    mean: dict[str, Any] = {k: (float(np.mean([v[k] for v in ok])) if ok else None) for k in LABEL_METRICS}
-    mean.update(n=len(ok), n_missing=len(per_label) - len(ok))
+    """Mean Dice and Jaccard over the labels where they are defined (a lost label counts 0), mean
+    distances over the labels with status "ok"; ``n`` (labels in the mean Dice), ``n_missing``."""
+    entries = list(per_label.values())
+    ok = [v for v in entries if v["status"] == OK]
+    mean: dict[str, Any] = {k: mean_of(v[k] for v in entries) for k in OVERLAP_METRICS}
+    mean.update({k: mean_of(v[k] for v in ok) for k in LABEL_METRICS if k not in OVERLAP_METRICS})
+    mean.update(n=sum(v["dice"] is not None for v in entries), n_missing=len(entries) - len(ok))
     return mean
 
 

@@ -1,7 +1,11 @@
-"""Label overlap: Dice and Jaccard per label, with empty labels reported as such (never 0 or NaN)."""
+"""Label overlap: Dice and Jaccard per label, and the one mean Dice used everywhere.
+
+A label present on one side only has Dice 0 (the warp erased or invented it); a label absent from
+both has no Dice (None) and is left out of means.
+"""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -58,11 +62,18 @@ def dice(a: ArrayLike, b: ArrayLike) -> float | None:
     return None if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
-def mean_dice(fixed: ArrayLike, warped: ArrayLike, labels: Sequence[int]) -> float:
-    """Mean Dice over ``labels`` of two label maps; a label absent from both counts as 1."""
+def mean_of(scores: Iterable[float | None]) -> float | None:
+    """Mean of per-label scores, leaving out the undefined ones (None: label absent from both maps);
+    None when none is defined. The one definition of a mean Dice (``evaluate``, ``batch``, benchmarks)."""
+    defined = [s for s in scores if s is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+def mean_dice(fixed: ArrayLike, warped: ArrayLike, labels: Sequence[int]) -> float | None:
+    """Mean Dice over ``labels`` of two label maps: a label lost (or invented) by the warp counts 0,
+    one absent from both is left out (see :func:`mean_of`)."""
     fixed, warped = as_numpy(fixed), as_numpy(warped)
-    scores = [dice(fixed == k, warped == k) for k in labels]
-    return float(np.mean([1.0 if s is None else s for s in scores]))
+    return mean_of(dice(fixed == k, warped == k) for k in labels)
 
 
 def jaccard(a: ArrayLike, b: ArrayLike) -> float | None:

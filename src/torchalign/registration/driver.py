@@ -1,34 +1,38 @@
-"""The multi-stage, multi-resolution registration driver.
+"""The multi-stage, multi-resolution driver: ``register`` is :func:`register_many` of one pair.
 
-``register(fixed, moving, config)`` runs the stages of ``config`` in order, each starting from the
-previous result. Per level: ``q = T(x_fixed)``, ``warped = moving(q)``, ``loss = sim(fixed, warped,
-mask) + sum(w * reg(T))``, one optimiser step; stop at ``iterations`` or on a plateau.
+Each stage optimises a new transform ``S`` applied to fixed-space points before the result so far
+(ANTs' composite order): ``T_new = T_prev o S``. After a stage the result is frozen as one
+displacement field on the fixed grid followed by one matrix, ``T(x) = M (x + u(x))`` (a matrix
+alone while every stage so far is linear), so any chain composes: a linear stage after a
+deformable one moves the points before the field, a second deformable stage refines the first.
+Per level: ``loss = sim(fixed, moving o T, overlap) + sum(w * reg)`` for every pair, one loop
+steps all pairs, each stopping on its own plateau (:mod:`.objective`, :mod:`.optimise`).
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-from tqdm.auto import tqdm
+from torch import Tensor
 
-from . import initialise
 from ..config import RegistrationConfig, Stage
-from .deformable import build, make_regularisers, regularisation
 from ..errors import InputError
-from ..functional.flow import resample_field
-from ..functional.sampling import sample_affine, sample_displaced, sample_displaced_inside
 from ..grid import Grid
-from ..image import Image, normalize_intensity
+from ..image import Image
 from ..losses import make_similarity
-from .pyramid import level_grid, smooth_and_shrink
 from ..transforms.base import Compose, SpatialTransform
 from ..transforms.chain import FieldTransform
 from ..transforms.linear import LinearTransform, MatrixTransform
-from ..transforms.velocity import SymmetricVelocity
+from . import initialise
+from .deformable import build
+from .objective import objective
+from .optimise import optimise
+from .problem import Prepared, Problem, build_problem, prepare, prepare_mask, stack_problems
+from .pyramid import level_spacing, pyramid_grid
+from .stages import make_regularisers
 
 
 @dataclass
@@ -39,6 +43,7 @@ class LevelRecord:
     losses: list[float]
     seconds: float
     shape: tuple[int, ...]
+    spacing: float | None = None  # the level's voxel size in mm
 
 
 @dataclass
@@ -46,191 +51,23 @@ class StageRecord:
     transform: str
     metric: str
     levels: list[LevelRecord] = field(default_factory=list)
+    # deformable stages: the stage's own similarity at its finest level before and after it; a stage
+    # that made it worse is undone (``kept_previous``) rather than leave the images worse aligned
+    similarity_before: float | None = None
+    similarity_after: float | None = None
+    kept_previous: bool = False
 
 
 @dataclass
 class Result:
-    """Outcome of :func:`register`: the fixed->moving transform, its linear part and the history."""
+    """Outcome of :func:`register`: the fixed->moving transform, its last matrix and the history."""
 
-    transform: SpatialTransform
+    transform: SpatialTransform  # MatrixTransform, or Compose(FieldTransform on the fixed grid, MatrixTransform)
     inverse: SpatialTransform  # moving -> fixed (exact where the model allows)
-    linear: Tensor  # (B, D+1, D+1) float64 world matrix moving_from_fixed of the linear stages
+    linear: Tensor  # (1, D+1, D+1) float64 world matrix applied last (the linear stages before any field)
     init: np.ndarray
     stages: list[StageRecord]
     seconds: float
-
-
-@dataclass
-class Problem:
-    """One pyramid level, ready to evaluate: fixed data on its grid, moving data with a weight channel."""
-
-    fixed: Tensor  # (1, C, *S)
-    fixed_mask: Tensor | None  # (1, 1, *S)
-    grid: Grid
-    moving: Tensor  # (1, C + 1, *S_m): intensities and the moving mask (or ones) as last channel
-    moving_grid: Grid
-    moving_masked: bool = True  # False: the last channel is all ones (the overlap alone weighs)
-
-
-def prepare(image: Image, name: str, normalize: bool, mask: Image | None = None) -> Image:
-    """Float32, one channel (mean of channels), finite, robustly normalised to [0, 1]."""
-    image.check_finite(name)
-    data = image.data.float()
-    if data.shape[1] > 1:
-        data = data.mean(1, keepdim=True)
-    if normalize:
-        try:
-            data = normalize_intensity(data, mask=None if mask is None else mask.data)
-        except InputError as exc:
-            raise InputError(f"{name}: {exc}") from None
-    elif float(data.max() - data.min()) == 0.0:
-        raise InputError(f"{name}: image has zero intensity variance (constant image)")
-    return image.with_data(data)
-
-
-def prepare_mask(mask: Image | None, image: Image, name: str) -> Image | None:
-    """A binary float mask on its own grid; empty masks and dimension mismatches are errors."""
-    if mask is None:
-        return None
-    if mask.ndim != image.ndim:
-        raise InputError(f"{name} is {mask.ndim}-D but its image is {image.ndim}-D")
-    data = (mask.data[:, :1] > 0).float()
-    if not bool(data.any()):
-        raise InputError(f"{name} is empty (no non-zero voxel)")
-    return mask.with_data(data.to(image.device))
-
-
-def build_problem(fixed: Image, moving: Image, fixed_mask: Image | None, moving_mask: Image | None,
-                  shrink: float, sigma: float, sigma_units: str) -> Problem:
-    """Smooth and shrink both images to the level's resolution (same physical spacing)."""
-    spacing = fixed.grid.spacing * shrink
-    sigma_mm = sigma * fixed.grid.spacing if sigma_units == "vox" else np.full(fixed.ndim, sigma)
-    f_grid = level_grid(fixed.grid, spacing)
-    m_grid = level_grid(moving.grid, np.full(moving.ndim, spacing.mean()))
-    f = smooth_and_shrink(fixed, f_grid, sigma_mm)
-    m = smooth_and_shrink(moving, m_grid, float(np.mean(sigma_mm)))
-    fm = None
-    if fixed_mask is not None:
-        fm = (smooth_and_shrink(fixed_mask, f_grid, 0.0).data > 0.5).float()
-    weight = torch.ones_like(m.data[:, :1]) if moving_mask is None else \
-        (smooth_and_shrink(moving_mask, m_grid, 0.0).data > 0.5).float()
-    return Problem(f.data, fm, f_grid, torch.cat([m.data, weight], 1), m_grid, moving_mask is not None)
-
-
-def evaluate(problem: Problem, transform: SpatialTransform, similarity: Callable[..., Tensor],
-             linear: Tensor | None = None, regularisers: Sequence[nn.Module] = ()) -> Tensor:
-    """Per-pair objective ``(B,)``: similarity over the overlap (and masks) plus weighted regularisers.
-
-    A linear stage passes its learnable ``transform`` alone (sampled through one folded matrix); a
-    deformable stage passes the deformable part and the fixed ``linear`` matrix applied after it.
-    """
-    if isinstance(transform, SymmetricVelocity):
-        assert linear is not None  # a deformable stage
-        return evaluate_midspace(problem, transform, similarity, linear, regularisers)
-    reg = None
-    if linear is None:
-        sampled = sample_affine(problem.moving, problem.moving_grid, transform.matrix(), problem.grid)
-    else:
-        disp = transform.displacement(problem.grid)
-        sampled = sample_displaced(problem.moving, problem.moving_grid, disp, problem.grid, linear)
-        reg = regularisation(list(regularisers), disp, problem.grid)
-    c = problem.fixed.shape[1]
-    warped, weight = sampled[:, :c], sampled[:, c:]
-    weight = weight.clamp(0.0, 1.0)  # linear interpolation of ones can overshoot 1 by rounding
-    mask = weight if problem.fixed_mask is None else weight * problem.fixed_mask
-    loss = similarity(problem.fixed, warped, mask)
-    return loss if reg is None else loss + reg
-
-
-def evaluate_midspace(problem: Problem, transform: SymmetricVelocity, similarity: Callable[..., Tensor],
-                      linear: Tensor, regularisers: Sequence[nn.Module] = ()) -> Tensor:
-    """SyN's objective ``(B,)``: both images pulled onto the mid space and compared there.
-
-    ``exp(-v_f)`` carries mid-space points (the fixed level's voxel centres) to the fixed image and
-    ``linear o exp(-v_m)`` to the moving image, so each half is driven by its own image's gradient
-    and neither image is favoured. Each half's displacement is regularised on the velocity grid.
-    """
-    to_fixed, to_moving = transform.halves()
-    grid, field_grid = problem.grid, transform.field_grid
-    halves = (to_fixed.field(), to_moving.field())
-    reg = sum(regularisation(list(regularisers), u, field_grid) for u in halves)
-    u_f, u_m = (resample_field(u, field_grid, grid) for u in halves)
-    c = problem.fixed.shape[1]
-    if problem.fixed_mask is None:
-        fixed, fixed_weight = sample_displaced_inside(problem.fixed, grid, u_f, grid)
-    else:
-        both = sample_displaced(torch.cat([problem.fixed, problem.fixed_mask], 1), grid, u_f, grid)
-        fixed, fixed_weight = both[:, :c], both[:, c:]
-    if problem.moving_masked:
-        both = sample_displaced(problem.moving, problem.moving_grid, u_m, grid, linear)
-        moving, moving_weight = both[:, :c], both[:, c:]
-    else:
-        moving, moving_weight = sample_displaced_inside(problem.moving[:, :c], problem.moving_grid, u_m, grid, linear)
-    mask = (fixed_weight * moving_weight).clamp(0.0, 1.0)
-    return similarity(fixed, moving, mask) + reg
-
-
-def plateau(losses: list[float], window: int, tolerance: float) -> bool:
-    """True when the loss improved less than ``tolerance`` (relative) over the last ``window`` steps."""
-    if len(losses) < window:
-        return False
-    old, recent = losses[-window], min(losses[-window + 1:])
-    return old - recent < tolerance * max(abs(old), 1e-12)
-
-
-def make_optimizer(stage: Stage, params: list[Tensor], lr: float) -> torch.optim.Optimizer:
-    """The stage's ``torch.optim`` class by name (LBFGS gets a strong-Wolfe line search)."""
-    opt_cls = getattr(torch.optim, stage.optimizer, None)
-    if not (isinstance(opt_cls, type) and issubclass(opt_cls, torch.optim.Optimizer)):
-        raise InputError(f"unknown optimizer {stage.optimizer!r}; use a torch.optim class name (Adam, SGD, LBFGS, ...)")
-    options = dict(stage.optimizer_options)
-    if stage.optimizer == "LBFGS":
-        options.setdefault("line_search_fn", "strong_wolfe")
-        options.setdefault("max_iter", 1)
-    return opt_cls(params, lr=lr, **options)
-
-
-def optimise_level(transform: SpatialTransform, stage: Stage, iterations: int, lr: float,
-                   objective: Callable[[], Tensor], progress: bool, desc: str) -> list[float]:
-    """Run one level's optimisation in place on ``transform``; return the loss history.
-
-    The learning rate is annealed (cosine, to 5 %) over the level, and the parameters with the
-    lowest loss seen are restored at the end.
-    """
-    params = [p for p in transform.parameters() if p.requires_grad]
-    if not params or iterations == 0:
-        return []
-    opt = make_optimizer(stage, params, lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=iterations, eta_min=0.05 * lr)
-    losses: list[float] = []
-    best = (float("inf"), [p.detach().clone() for p in params])
-
-    def closure() -> Tensor:
-        opt.zero_grad(set_to_none=True)
-        loss = objective().sum()
-        loss.backward()
-        return loss
-
-    bar = tqdm(range(iterations), desc=desc, disable=not progress, leave=False)
-    for _ in bar:
-        before = [p.detach().clone() for p in params]
-        value = float(opt.step(closure).detach())  # the loss at ``before``
-        if not np.isfinite(value):
-            raise InputError(f"{desc}: the loss diverged (became {value}); lower the learning rate")
-        if value < best[0]:
-            best = (value, before)
-        schedule.step()
-        losses.append(value)
-        bar.set_postfix(loss=f"{value:.5g}")
-        if plateau(losses, stage.window, stage.tolerance):
-            break
-    with torch.no_grad():
-        final = float(objective().sum())
-    if final > best[0]:
-        with torch.no_grad():
-            for p, b in zip(params, best[1]):
-                p.copy_(b)
-    return losses
 
 
 def initial_matrix(name: str, fixed: Image, moving: Image, fixed_mask: Image | None, moving_mask: Image | None,
@@ -253,55 +90,6 @@ def linear_center_radius(grid: Grid) -> tuple[np.ndarray, float]:
     return grid.center(), float(extent.mean() / 2)
 
 
-def register(fixed: Image, moving: Image, config: RegistrationConfig, *, fixed_mask: Image | None = None,
-             moving_mask: Image | None = None, init: np.ndarray | None = None,
-             device: str | torch.device | None = None, progress: bool = False) -> Result:
-    """Register ``moving`` to ``fixed``: the result maps fixed world points to moving world points.
-
-    ``init`` is a ``(D+1, D+1)`` RAS world matrix (moving_from_fixed) replacing ``config.init``.
-    """
-    start = time.perf_counter()
-    if init is not None:
-        config = config.model_copy(update={"init": "none"})
-    f, m, fixed_mask, moving_mask, computed = prepare_pair(fixed, moving, config, fixed_mask, moving_mask, device)
-    init = computed if init is None else np.asarray(init, dtype=np.float64)
-    dev = f.device
-    center, radius = linear_center_radius(f.grid)
-    linear = torch.as_tensor(np.asarray(init, dtype=np.float64), device=dev).unsqueeze(0)
-    transform: SpatialTransform = MatrixTransform(linear)
-    records: list[StageRecord] = []
-    problems: dict[tuple, Problem] = {}
-    for stage in config.stages:
-        if stage.is_linear:
-            model = LinearTransform(f.ndim, stage.transform, center=center, radius=radius, base=linear,
-                                    freeze=stage.freeze).to(dev)
-            record, _ = run_stage(f, m, fixed_mask, moving_mask, stage, progress, lambda grid, prev: model,
-                                  problems=problems)
-            linear = model.matrix().detach()
-            transform = MatrixTransform(linear)
-        else:
-            options = dict(stage.transform_options)
-            record, deform = run_stage(
-                f, m, fixed_mask, moving_mask, stage, progress,
-                lambda grid, prev: build(stage.transform, grid, options, prev).to(dev), linear, problems)
-            transform = Compose(freeze(deform, f.grid), MatrixTransform(linear))
-            inverse = Compose(MatrixTransform(torch.linalg.inv(linear)), freeze(deform.inverse(), f.grid))
-        records.append(record)
-    if not isinstance(transform, Compose):
-        inverse = transform.inverse()
-    return Result(transform, inverse, linear, np.asarray(init), records, time.perf_counter() - start)
-
-
-class Prepared(NamedTuple):
-    """One pair ready to register: normalised images, binary masks and the initial matrix."""
-
-    fixed: Image
-    moving: Image
-    fixed_mask: Image | None
-    moving_mask: Image | None
-    init: np.ndarray
-
-
 def prepare_pair(fixed: Image, moving: Image, config: RegistrationConfig, fixed_mask: Image | None = None,
                  moving_mask: Image | None = None, device: str | torch.device | None = None) -> Prepared:
     """Check, normalise and move a pair to ``device``; compute the initial matrix named by ``config.init``."""
@@ -318,46 +106,154 @@ def prepare_pair(fixed: Image, moving: Image, config: RegistrationConfig, fixed_
     return Prepared(f, m, fm, mm, np.asarray(initial_matrix(config.init, f, m, fm, mm, loss), dtype=np.float64))
 
 
-def freeze(transform: SpatialTransform, grid: Grid) -> FieldTransform:
-    """The transform's displacement on ``grid``, computed once (velocity models are not re-integrated)."""
-    with torch.no_grad():
-        return FieldTransform(transform.displacement(grid).detach(), grid)
+def register(fixed: Image, moving: Image, config: RegistrationConfig, *, fixed_mask: Image | None = None,
+             moving_mask: Image | None = None, init: np.ndarray | None = None,
+             device: str | torch.device | None = None, progress: bool = False) -> Result:
+    """Register ``moving`` to ``fixed``: the result maps fixed world points to moving world points.
+
+    ``init`` is a ``(D+1, D+1)`` RAS world matrix (moving_from_fixed) replacing ``config.init``.
+    """
+    start = time.perf_counter()
+    if init is not None:
+        config = config.model_copy(update={"init": "none"})
+    pair = prepare_pair(fixed, moving, config, fixed_mask, moving_mask, device)
+    if init is not None:
+        pair = pair._replace(init=np.asarray(init, dtype=np.float64))
+    result = register_many([pair], config, progress=progress)[0]
+    result.seconds = time.perf_counter() - start
+    return result
 
 
-def run_stage(fixed: Image, moving: Image, fixed_mask: Image | None, moving_mask: Image | None, stage: Stage,
-              progress: bool, make: Callable[[Grid, SpatialTransform | None], SpatialTransform],
-              linear: Tensor | None = None, problems: dict[tuple, Problem] | None = None
-              ) -> tuple[StageRecord, SpatialTransform]:
+class _State:
+    """The result so far for ``B`` pairs, frozen: ``T(x) = M (x + u(x))`` and its inverse."""
+
+    def __init__(self, init: Tensor):
+        self.matrix = init  # (B, D+1, D+1) float64
+        self.field: FieldTransform | None = None  # u on the fixed grid
+        self.inverse: SpatialTransform = MatrixTransform(torch.linalg.inv(init))
+
+    @property
+    def transform(self) -> SpatialTransform:
+        m = MatrixTransform(self.matrix)
+        return m if self.field is None else Compose(self.field, m)
+
+    def then(self, stage_model: SpatialTransform, grid: Grid) -> None:
+        """Append a stage's model (applied to fixed points first) and freeze the whole on ``grid``."""
+        with torch.no_grad():
+            linear = stage_model.linear_matrix()
+            if linear is not None and self.field is None:
+                self.matrix = self.matrix @ linear.detach()
+                self.inverse = MatrixTransform(torch.linalg.inv(self.matrix))
+                return
+            inside = stage_model if self.field is None else Compose(stage_model, self.field)
+            self.field = FieldTransform(inside.displacement(grid).detach(), grid)
+            undo = stage_model.inverse()
+            undo = undo if undo.linear_matrix() is not None else FieldTransform(undo.displacement(grid).detach(), grid)
+            self.inverse = Compose(self.inverse, undo)
+
+
+def register_many(pairs: Sequence[Prepared], config: RegistrationConfig, progress: bool = False) -> list[Result]:
+    """Register prepared pairs together, stacked on the batch dimension; one :class:`Result` per pair.
+
+    The pairs need equal level shapes (equal image shapes and spacings); deformable stages also need
+    one fixed grid. Each result's ``seconds`` (and each level's) is the batch's time divided by ``B``.
+    """
+    if not pairs:
+        return []
+    start = time.perf_counter()
+    batch, first = len(pairs), pairs[0]
+    dev = first.fixed.device
+    fixed_grid = first.fixed.grid
+    if not all(stage.is_linear for stage in config.stages) and \
+            not all(p.fixed.grid.same_as(fixed_grid, atol=1e-6) for p in pairs):
+        raise InputError("pairs registered together with deformable stages need the same fixed image grid")
+    center = np.stack([linear_center_radius(p.fixed.grid)[0] for p in pairs])
+    radius = linear_center_radius(fixed_grid)[1]
+    state = _State(torch.as_tensor(np.stack([p.init for p in pairs]), dtype=torch.float64, device=dev))
+    records: list[list[StageRecord]] = [[] for _ in range(batch)]
+    problems: dict[tuple, tuple[Problem, Tensor, Tensor | None]] = {}
+    for stage in config.stages:
+        if stage.is_linear:
+            def make(grid: Grid, previous: SpatialTransform | None, stage: Stage = stage) -> SpatialTransform:
+                return previous or LinearTransform(fixed_grid.ndim, stage.transform, center=torch.as_tensor(
+                    center, device=dev), radius=radius, freeze=stage.freeze, batch=batch)
+        else:
+            def make(grid: Grid, previous: SpatialTransform | None, stage: Stage = stage) -> SpatialTransform:
+                return build(stage.transform, grid, dict(stage.transform_options), previous, batch, dev)
+        model, stage_records = run_stage(pairs, stage, state, make, problems, progress)
+        state.then(model, fixed_grid)
+        for pair_records, record in zip(records, stage_records):
+            pair_records.append(record)
+    seconds = (time.perf_counter() - start) / batch
+    transform, inverse = state.transform, state.inverse
+    return [Result(transform if batch == 1 else transform.select(i), inverse if batch == 1 else inverse.select(i),
+                   state.matrix[i:i + 1], p.init, records[i], seconds) for i, p in enumerate(pairs)]
+
+
+def run_stage(pairs: Sequence[Prepared], stage: Stage, state: _State,
+              make: Callable[[Grid, SpatialTransform | None], SpatialTransform],
+              problems: dict[tuple, tuple[Problem, Tensor, Tensor | None]], progress: bool
+              ) -> tuple[SpatialTransform, list[StageRecord]]:
     """All levels of one stage, coarse to fine; ``make(level_grid, previous)`` gives each level's model.
 
-    ``linear`` is the fixed matrix applied after a deformable model (None for linear stages);
-    ``problems`` caches pyramid levels across the stages of one registration.
+    ``problems`` caches pyramid levels across the stages of one registration. A deformable stage
+    that leaves its own similarity worse than before it is undone pair by pair (its parameters
+    zeroed: the identity) and says so in its record.
     """
-    problems = {} if problems is None else problems
-    similarity = make_similarity(stage.metric, **stage.metric_options)
+    batch, first = len(pairs), pairs[0]
+    similarity = make_similarity(stage.metric, reduction="none", **stage.metric_options)
     regularisers = make_regularisers(stage.regularisers)
-    record = StageRecord(stage.transform, stage.metric)
+    records = [StageRecord(stage.transform, stage.metric) for _ in range(batch)]
     model: SpatialTransform | None = None
+    last: tuple[Problem, Callable[[SpatialTransform], SpatialTransform]] | None = None
     for i, level in enumerate(stage.levels):
         t0 = time.perf_counter()
+        spacing = level_spacing(first.fixed.grid, level.shrink, level.spacing)
         if level.iterations == 0:  # only carry the model onto this level's (finer) grid
-            grid = level_grid(fixed.grid, fixed.grid.spacing * level.shrink)
+            grid = pyramid_grid(first.fixed.grid, spacing)
             model = make(grid, model)
-            record.levels.append(LevelRecord(level.shrink, level.sigma, 0, [], time.perf_counter() - t0, grid.shape))
+            for record in records:
+                record.levels.append(LevelRecord(level.shrink, level.sigma, 0, [], 0.0, grid.shape, spacing))
             continue
-        key = (level.shrink, level.sigma, stage.sigma_units)
+        key = (spacing, level.sigma, stage.sigma_units)
         if key not in problems:
-            problems[key] = build_problem(fixed, moving, fixed_mask, moving_mask, *key)
-        problem = problems[key]
+            problems[key] = stack_problems([build_problem(p.fixed, p.moving, p.fixed_mask, p.moving_mask, level.shrink,
+                                                          level.sigma, stage.sigma_units, level.spacing) for p in pairs])
+        problem, left, right = problems[key]
         model = make(problem.grid, model)
-        desc = f"{stage.transform} L{i + 1}/{len(stage.levels)} {problem.grid.shape}"
+        outer = [MatrixTransform(right)] if right is not None else []
+
+        def seen(inner: SpatialTransform, outer: list = outer, left: Tensor = left) -> SpatialTransform:
+            """``inner`` then the result so far, on the batch's common grids."""
+            return Compose(*outer, inner, state.transform, MatrixTransform(left))
+
+        transform = seen(model)
+        desc = f"{stage.transform} L{i + 1}/{len(stage.levels)} {problem.grid.shape}" + (f" x{batch}" if batch > 1 else "")
         lr = stage.lr * float(np.mean(problem.grid.spacing))
-
-        def objective(problem: Problem = problem, model: SpatialTransform = model) -> Tensor:
-            return evaluate(problem, model, similarity, linear, regularisers)
-
-        losses = optimise_level(model, stage, level.iterations, lr, objective, progress, desc)
-        record.levels.append(LevelRecord(level.shrink, level.sigma, len(losses), losses,
-                                         time.perf_counter() - t0, problem.grid.shape))
+        histories = optimise(model, stage, level.iterations, lr,
+                             lambda: objective(problem, transform, similarity, regularisers), progress, desc)
+        seconds = (time.perf_counter() - t0) / batch
+        for record, losses in zip(records, histories):
+            record.levels.append(LevelRecord(level.shrink, level.sigma, len(losses), losses, seconds,
+                                             problem.grid.shape, spacing))
+        last = (problem, seen)
     assert model is not None  # a stage has at least one level (validated)
-    return record, model
+    if not stage.is_linear and last is not None:
+        _do_no_harm(model, records, similarity, *last)
+    return model, records
+
+
+def _do_no_harm(model: SpatialTransform, records: list[StageRecord], similarity: Callable[..., Tensor],
+                problem: Problem, seen: Callable[[SpatialTransform], SpatialTransform]) -> None:
+    """Undo (zero) the deformable ``model`` for each pair whose similarity it made worse on ``problem``."""
+    with torch.no_grad():
+        identity = MatrixTransform(torch.eye(problem.grid.ndim + 1, dtype=torch.float64,
+                                             device=problem.fixed.device).expand(len(records), -1, -1))
+        before = objective(problem, seen(identity), similarity).double().cpu().tolist()
+        after = objective(problem, seen(model), similarity).double().cpu().tolist()
+        for i, record in enumerate(records):
+            record.similarity_before, record.similarity_after = before[i], after[i]
+            if after[i] > before[i]:
+                record.kept_previous = True
+                for p in model.parameters():
+                    p[i] = 0.0

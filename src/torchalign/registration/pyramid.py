@@ -1,4 +1,9 @@
-"""Gaussian image pyramids that keep the world extent (smooth in voxels, then shrink the grid)."""
+"""Gaussian image pyramids that keep the world extent (smooth in mm, then shrink the grid per axis).
+
+A level asks for voxels of a size in mm (the same on every axis); each axis is shrunk towards it
+according to its own spacing, is never refined, and keeps at least ``MIN_VOXELS`` voxels (or all it
+has), so a thick-slice or slab axis is left alone while the in-plane axes shrink.
+"""
 from __future__ import annotations
 
 from typing import Sequence
@@ -11,6 +16,27 @@ from ..functional.filters import gaussian_smooth
 from ..grid import Grid
 from ..image import Image
 from ..resample import resample
+
+
+MIN_VOXELS = 8
+"""No pyramid level shrinks an axis below this many voxels."""
+
+
+def shrink_factors(grid: Grid, spacing_mm: float, min_voxels: int = MIN_VOXELS) -> np.ndarray:
+    """Per-axis shrink factors ``(D,)`` >= 1 towards voxels of ``spacing_mm``, keeping ``min_voxels``."""
+    wanted = np.maximum(1.0, spacing_mm / grid.spacing)
+    cap = np.maximum(1.0, np.asarray(grid.shape, dtype=np.float64) / min_voxels)
+    return np.minimum(wanted, cap)
+
+
+def pyramid_grid(grid: Grid, spacing_mm: float, min_voxels: int = MIN_VOXELS) -> Grid:
+    """``grid`` shrunk per axis by :func:`shrink_factors` (same world extent)."""
+    return grid.downsample(shrink_factors(grid, spacing_mm, min_voxels))
+
+
+def level_spacing(grid: Grid, shrink: float, spacing: float | None) -> float:
+    """A level's voxel size in mm: ``spacing`` when given, else ``shrink`` times the finest spacing."""
+    return float(spacing) if spacing is not None else float(shrink * grid.spacing.min())
 
 
 def level_grid(grid: Grid, spacing_mm: Sequence[float]) -> Grid:

@@ -74,8 +74,12 @@ def _describe(image: Image) -> list[str]:
             h.esc(f"[{float(d.min()):.4g}, {float(d.max()):.4g}]")]
 
 
-def build_report(outdir: Path) -> Path:
-    """Write ``outdir/report.html`` (self-contained) from a registration output folder; return its path."""
+def build_report(outdir: Path, shown_as: str | Path | None = None) -> Path:
+    """Write ``outdir/report.html`` (self-contained) from a registration output folder; return its path.
+
+    ``shown_as`` is the folder's name printed in the report (default ``outdir``): the final name of
+    a staging folder that is swapped in after the report is built.
+    """
     outdir = Path(outdir)
     if not outdir.is_dir():
         raise InputError(f"{outdir}: not a folder")
@@ -109,7 +113,7 @@ def build_report(outdir: Path) -> Path:
               + " · ".join(f"{h.esc(k)} {h.esc(v)}" for k, v in versions.items()))
     subtitle = (f"fixed <code>{h.esc(fixed_path.name)}</code> ← moving <code>{h.esc(moving_path.name)}</code>"
                 + (f" · preset <code>{h.esc(doc['preset'])}</code>" if doc.get("preset") else "")
-                + f" · output <code>{h.esc(outdir.resolve())}</code>")
+                + f" · output <code>{h.esc(Path(shown_as or outdir).resolve())}</code>")
     text = h.page("torchalign registration report", subtitle, sections, footer)
     target = check_not_input(outdir / REPORT_NAME, [fixed_path, moving_path])
     with atomic_path(target) as tmp:

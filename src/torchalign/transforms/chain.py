@@ -28,6 +28,9 @@ class FieldTransform(SpatialTransform):
             return points + self.field.movedim(1, -1).to(points.dtype)
         return points + sample_field(self.field.to(points.dtype), self.grid, points)
 
+    def select(self, index: int) -> FieldTransform:
+        return FieldTransform(self.field[index:index + 1], self.grid)
+
     def inverse(self) -> FieldTransform:
         """Inverse by fixed-point iteration on the same grid (the residual is in ``self.residual``)."""
         inv, residual = invert_field(self.field, self.grid)

@@ -61,7 +61,7 @@ class MatrixTransform(SpatialTransform):
     """A fixed homogeneous world matrix ``(B, D+1, D+1)`` (no learnable parameters)."""
 
     def __init__(self, matrix: Tensor | np.ndarray):
-        m = torch.as_tensor(np.asarray(matrix) if isinstance(matrix, np.ndarray) else matrix, dtype=torch.float64)
+        m = matrix.to(torch.float64) if isinstance(matrix, Tensor) else torch.as_tensor(matrix, dtype=torch.float64)
         if m.ndim == 2:
             m = m.unsqueeze(0)
         d = m.shape[-1] - 1
@@ -73,11 +73,17 @@ class MatrixTransform(SpatialTransform):
     def matrix(self) -> Tensor:
         return self._matrix
 
+    def linear_matrix(self) -> Tensor:
+        return self._matrix
+
     def forward(self, points: Tensor) -> Tensor:
         return _apply(self.matrix(), points)
 
     def inverse(self) -> MatrixTransform:
         return MatrixTransform(torch.linalg.inv(self._matrix))
+
+    def select(self, index: int) -> MatrixTransform:
+        return MatrixTransform(self._matrix[index:index + 1])
 
 
 def _apply(matrix: Tensor, points: Tensor) -> Tensor:
@@ -117,18 +123,20 @@ class LinearTransform(SpatialTransform):
         if unknown:
             raise InputError(f"cannot freeze {sorted(unknown)}; groups are translation, rotation, scale, shear")
         d = ndim
-        c = torch.zeros(batch, d, dtype=torch.float64) if center is None else \
-            torch.as_tensor(np.asarray(center, dtype=np.float64)).reshape(-1, d).expand(batch, d).clone()
+        device = base.device if isinstance(base, Tensor) else center.device if isinstance(center, Tensor) else None
+        c = torch.zeros(batch, d, dtype=torch.float64, device=device) if center is None else \
+            torch.as_tensor(center, dtype=torch.float64, device=device).reshape(-1, d).expand(batch, d).clone()
         self.register_buffer("center", c)
-        b = torch.eye(d + 1, dtype=torch.float64).expand(batch, d + 1, d + 1).clone() if base is None else \
-            torch.as_tensor(np.asarray(base, dtype=np.float64)).reshape(-1, d + 1, d + 1).expand(batch, d + 1, d + 1).clone()
+        b = torch.eye(d + 1, dtype=torch.float64, device=device).expand(batch, d + 1, d + 1).clone() if base is None \
+            else torch.as_tensor(base, dtype=torch.float64, device=device).reshape(-1, d + 1, d + 1).expand(
+                batch, d + 1, d + 1).clone()
         self.register_buffer("base", b)
         groups = GROUPS[model]
         sizes = {"translation": d, "rotation": 1 if d == 2 else 3,
                  "scale": 1 if model == "similarity" else d, "shear": d * (d - 1) // 2}
         for name in GROUPS["affine"]:
             if name in groups:
-                p = nn.Parameter(torch.zeros(batch, sizes[name]), requires_grad=name not in freeze)
+                p = nn.Parameter(torch.zeros(batch, sizes[name], device=device), requires_grad=name not in freeze)
                 self.register_parameter(name, p)
             else:
                 self.register_parameter(name, None)
@@ -158,6 +166,9 @@ class LinearTransform(SpatialTransform):
     def matrix(self) -> Tensor:
         """World matrix moving_from_fixed, ``(B, D+1, D+1)`` float64: ``base @ P``."""
         return self.base @ self.local_matrix()
+
+    def linear_matrix(self) -> Tensor:
+        return self.matrix()
 
     def forward(self, points: Tensor) -> Tensor:
         return _apply(self.matrix(), points)

@@ -23,7 +23,7 @@ from ..functional.bspline import bending_energy, control_grid, evaluate_bspline
 from ..functional.filters import gaussian_smooth
 from ..functional.flow import compose_fields, integrate_velocity, resample_field, sample_field
 from ..grid import Grid
-from .base import SpatialTransform
+from .base import Pullback, SpatialTransform
 from .dense import grid_fast_path, strided_grid
 
 
@@ -217,6 +217,14 @@ class SymmetricVelocity(SpatialTransform):
         composed at ``grid``'s points (on a finer grid, half the interpolation error of ``T``)."""
         to_mid, to_moving = self._halfway()
         return compose_fields(resample_field(to_mid, self.field_grid, grid), to_moving, grid, self.field_grid)
+
+    def pullback(self, grid: Grid) -> Pullback:
+        """Mid-space route: ``exp(-v_f)`` pulls the fixed image and ``exp(-v_m)`` the moving image onto
+        ``grid``; each half's displacement is regularised on the velocity grid."""
+        to_fixed, to_moving = self.halves()
+        halves = (to_fixed.field(), to_moving.field())
+        u_f, u_m = (resample_field(u, self.field_grid, grid) for u in halves)
+        return Pullback(None, u_m, u_f, tuple((u, self.field_grid) for u in halves))
 
     def inverse(self) -> SymmetricVelocity:
         """``exp(-v_f) o exp(v_m)``: the velocities swapped (shared parameters)."""

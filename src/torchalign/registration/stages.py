@@ -1,0 +1,84 @@
+"""What a stage is made of, built from its validated settings: similarity, regularisers, optimiser.
+
+:func:`check_stage` builds every part of a stage once on a tiny grid, so a bad name or option is
+reported when the configuration loads, before any image is read.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..config import Stage
+from ..errors import InputError
+from ..grid import Grid
+from ..losses import REGULARISERS, SIMILARITY, make_similarity
+from ..transforms.linear import LinearTransform
+from .deformable import build
+
+
+def similarity_options(metric: str) -> set[str]:
+    """Keyword options the similarity registered as ``metric`` accepts (``reduction`` excluded)."""
+    if metric not in SIMILARITY:
+        raise InputError(f"unknown similarity {metric!r}; expected one of: {', '.join(SIMILARITY)}")
+    return set(inspect.signature(SIMILARITY[metric]).parameters) - {"reduction"}
+
+
+def make_regularisers(specs: list[Any]) -> list[nn.Module]:
+    """Regulariser modules (per-pair values) from config entries ``{name, weight, options}``."""
+    out = []
+    for spec in specs:
+        if spec.name not in REGULARISERS:
+            raise InputError(f"unknown regulariser {spec.name!r}; expected one of {', '.join(REGULARISERS)}")
+        cls = REGULARISERS[spec.name]
+        accepted = set(inspect.signature(cls).parameters) - {"weight", "reduction"}
+        unknown = sorted(set(spec.options) - accepted)
+        if unknown:
+            raise InputError(f"regulariser {spec.name!r} takes no option {unknown[0]!r}; "
+                             f"it takes: {', '.join(sorted(accepted)) or 'none'}")
+        out.append(cls(weight=spec.weight, reduction="none", **spec.options))
+    return out
+
+
+def make_optimizer(stage: Stage, params: list[Tensor], lr: float) -> torch.optim.Optimizer:
+    """The stage's ``torch.optim`` class by name (LBFGS gets a strong-Wolfe line search)."""
+    opt_cls = getattr(torch.optim, stage.optimizer, None)
+    if not (isinstance(opt_cls, type) and issubclass(opt_cls, torch.optim.Optimizer)) or opt_cls is torch.optim.Optimizer:
+        raise InputError(f"unknown optimizer {stage.optimizer!r}; use a torch.optim class name (Adam, SGD, LBFGS, ...)")
+    options = dict(stage.optimizer_options)
+    accepted = set(inspect.signature(opt_cls).parameters) - {"params", "lr"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise InputError(f"optimizer {stage.optimizer!r} takes no option {unknown[0]!r}; "
+                         f"it takes: {', '.join(sorted(accepted))}")
+    if stage.optimizer == "LBFGS":
+        options.setdefault("line_search_fn", "strong_wolfe")
+        options.setdefault("max_iter", 1)
+    try:
+        return opt_cls(params, lr=lr, **options)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"optimizer {stage.optimizer!r}: {exc}") from None
+
+
+def check_stage(stage: Stage, where: str) -> None:
+    """Build every part of ``stage`` on a tiny grid; InputError naming ``where`` for the first bad one."""
+    try:
+        make_similarity(stage.metric, **stage.metric_options)
+        make_regularisers(stage.regularisers)
+        probe = Grid((8, 8, 8), np.eye(4))
+        if stage.is_linear:
+            if stage.transform_options:
+                raise InputError(f"linear transforms take no transform_options, got {sorted(stage.transform_options)}")
+            model: nn.Module = LinearTransform(3, stage.transform, freeze=stage.freeze)
+            if not any(p.requires_grad for p in model.parameters()):
+                raise InputError(f"freeze {stage.freeze} leaves nothing of {stage.transform!r} to optimise")
+        else:
+            if stage.freeze:
+                raise InputError("freeze applies to linear stages only")
+            model = build(stage.transform, probe, dict(stage.transform_options), None)
+        make_optimizer(stage, [p for p in model.parameters() if p.requires_grad], stage.lr)
+    except (InputError, TypeError, ValueError) as exc:
+        raise InputError(f"{where}: {exc}") from None
