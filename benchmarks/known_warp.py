@@ -51,7 +51,7 @@ import numpy as np
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from deformable import DATA, _peak_mb, _save_chain_field  # noqa: E402  (a sibling script)
+from deformable import DATA, _save_chain_field  # noqa: E402  (a sibling script)
 
 
 # ---- the drawn deformation (numpy / scipy only) ----------------------------------------------------
@@ -254,6 +254,15 @@ def make_case(image: str, seed: int, magnitude: float, sigma: float, spacing: fl
                 float(jacobian_det(forward, fixed.affine).min()))
 
 
+def _peak_mb() -> float:
+    """This process's peak resident set (``VmHWM``, MB); ``ru_maxrss`` would carry the parent's
+    high-water mark (the parent holds the cases) into a child that is forked and exec'd."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 # ---- methods --------------------------------------------------------------------------------------
 def torchalign_config(method: str, cross: bool, cross_metric: str) -> Any:
     """The config of a torchalign method: a preset, ``PRESET-METRIC`` (the deformable stages' metric
@@ -383,18 +392,21 @@ def print_table(results: list[tuple[Case, list[dict]]], args: argparse.Namespace
         for r in rows:
             print(f"| {case.image} | {case.seed} | {case.magnitude:g} | {r['method']} | {r['mean']:.3f} | "
                   f"{r['p95']:.3f} | {r['fold']:.3f} | {r['sdlogj']:.3f} | {r['seconds']:.1f} | {r['peak']:.0f} |")
-    methods = [r["method"] for r in results[0][1][1:]] if results else []
+    methods = args.methods.split(",")  # the reference last
     if len(methods) > 1:
-        print("\nPer method over all cases (mean of the per-case figures); 'wins' = cases at or below "
-              f"{methods[-1]} in both mean and p95:")
-        for m in methods:
-            rs = [(r, next(x for x in rows if x["method"] == methods[-1])) for _, rows in results
-                  for r in rows if r["method"] == m and any(x["method"] == methods[-1] for x in rows)]
+        ref = methods[-1]
+        print(f"\nPer method over the cases where it and {ref} ran (mean of the per-case figures); "
+              f"'wins' = cases at or below {ref} in both mean and p95:")
+        for m in methods[:-1]:
+            rs = [(r, next(x for x in rows if x["method"] == ref)) for _, rows in results
+                  for r in rows if r["method"] == m and any(x["method"] == ref for x in rows)]
             if not rs:
                 continue
             wins = sum(r["mean"] <= ref["mean"] and r["p95"] <= ref["p95"] for r, ref in rs)
-            print(f"  {m:28s} mean {np.mean([r['mean'] for r, _ in rs]):.3f}  p95 {np.mean([r['p95'] for r, _ in rs]):.3f}"
-                  f"  time {np.mean([r['seconds'] for r, _ in rs]):.1f} s  wins {wins}/{len(rs)}")
+            print(f"  {m:20s} mean {np.mean([r['mean'] for r, _ in rs]):.3f}  p95 {np.mean([r['p95'] for r, _ in rs]):.3f}"
+                  f"  time {np.mean([r['seconds'] for r, _ in rs]):.1f} s | {ref} mean "
+                  f"{np.mean([x['mean'] for _, x in rs]):.3f}  p95 {np.mean([x['p95'] for _, x in rs]):.3f}"
+                  f"  time {np.mean([x['seconds'] for _, x in rs]):.1f} s | wins {wins}/{len(rs)}")
 
 
 def main(argv: list[str] | None = None) -> None:
