@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO_OUT ?= demo_out
 
-.PHONY: setup system-deps demo test test-slow bench clean
+.PHONY: setup system-deps demo test test-slow bench docs clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,7 @@ system-deps:
 	  else echo "chromium missing and not root: the report browser test will be skipped"; fi; }
 
 demo: setup
-	$(BIN)/torchalign demo -o $(DEMO_OUT)
+	$(BIN)/torchalign demo -o $(DEMO_OUT) --overwrite
 
 test: setup system-deps
 	$(BIN)/python -m pytest
@@ -32,8 +32,20 @@ test: setup system-deps
 test-slow: setup system-deps
 	$(BIN)/python -m pytest -m slow
 
+# The documentation site into site/: tutorials executed (their images come from ../shared/data),
+# API reference from the docstrings; strict, so a broken link or reference fails the build.
+DOCS_STAMP := $(VENV)/.docs-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
+	rm -f $(VENV)/.docs-installed-*
+	touch $@
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 PYTHONPATH=src $(BIN)/mkdocs build --strict
+
 bench: setup
 	$(BIN)/python benchmarks/linear.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache site docs/generated

@@ -108,14 +108,13 @@ def test_labels_file_and_default_labels(run: Run, files, tmp_path: Path) -> None
 
 
 def _one_line_error(result: tuple[int, str, str], *fragments: str, usage: bool = False) -> None:
-    """Exit code 2 and one ``torchalign: error:`` line (bad input), or click's usage message (``usage``)."""
+    """Exit code 2 and one ``torchalign: error:`` line; a usage error (``usage``) names the command and its help."""
     code, _, stderr = result
     assert code == 2, stderr
     assert "Traceback" not in stderr, stderr
+    assert stderr.startswith("torchalign: error: ") and stderr.count("\n") == 1, stderr
     if usage:
-        assert stderr.startswith("Usage: torchalign") and "Error: " in stderr, stderr
-    else:
-        assert stderr.startswith("torchalign: error: ") and stderr.count("\n") == 1, stderr
+        assert "torchalign evaluate: " in stderr and "--help" in stderr, stderr
     for fragment in fragments:
         assert fragment in stderr, stderr
 

@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import torch
 
+import torchalign
 from conftest import run_cli
 
 from torchalign.grid import Grid
 from torchalign.image import Image
 from torchalign.io import write_image
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(torchalign.__file__).resolve().parents[1]  # the sources under test, wherever they are
 
 
 def _blob(shape: tuple[int, ...], shift: float = 0.0) -> torch.Tensor:
@@ -98,6 +99,17 @@ def test_an_input_inside_the_output_folder_is_never_deleted(pair: dict[str, Path
     assert pair["fixed"].is_file() and pair["moving"].is_file()
 
 
+def test_overwrite_never_deletes_files_the_command_does_not_write(pair: dict[str, Path], tmp_path: Path,
+                                                                  capfd) -> None:
+    """Catches `-o ~/data --overwrite` (a folder that is not an earlier output folder) being wiped."""
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "thesis.tex").write_text("mine")
+    code, _, err = _run(_register(pair, out, "--overwrite"), capfd)
+    assert "thesis.tex" in _one_line_exit_2(code, err)
+    assert (out / "thesis.tex").read_text() == "mine"
+
+
 def test_fixed_points_outside_the_fixed_image_fail_before_anything_is_written(
         pair: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """Catches the error arriving after warped.nii.gz, transform.txt and result.json were written."""
@@ -170,8 +182,6 @@ def test_quiet_prints_nothing(pair: dict[str, Path], tmp_path: Path, capfd) -> N
     assert (code, out, err) == (0, "", "")
 
 
-@pytest.mark.xfail(strict=True, reason="needs registration/driver.py::optimise_level to iterate over "
-                                       "torchalign.progress.progress(...) instead of tqdm (integrator)")
 def test_progress_to_a_log_file_is_a_few_lines(pair: dict[str, Path], tmp_path: Path, capfd) -> None:
     """Catches tqdm writing one line per update when stderr is a file (8.5 kB for one 2-D syn run)."""
     code, _, err = _run(["register", pair["fixed"], pair["moving"], "-o", tmp_path / "out", "--preset", "rigid"],
@@ -181,9 +191,6 @@ def test_progress_to_a_log_file_is_a_few_lines(pair: dict[str, Path], tmp_path: 
     assert len(err.splitlines()) <= levels and "\r" not in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="needs registration/deformable.py::make_regularisers and "
-                                       "registration/driver.py::make_optimizer to build through "
-                                       "torchalign.factories.construct (integrator)")
 @pytest.mark.parametrize("config", [
     "preset: syn\nstages:\n  - transform: svf\n    levels: [{shrink: 2, iterations: 2}]\n"
     "    regularisers: [{name: diffusion, weight: 1, options: {sigma: 2}}]\n",

@@ -32,13 +32,14 @@ def _similarity(fixed: Image, moving: Image, result, metric: str = "ncc") -> flo
     return float(objective(problem, result.transform, make_similarity(metric, reduction="none")))
 
 
-@pytest.mark.parametrize("preset", ["rigid", "affine", "syn", "svf", "ffd", "dense"])
-def test_no_tensor_is_created_off_the_inputs_device(preset: str) -> None:
+@pytest.mark.parametrize("preset, init", [("rigid", "search"), ("affine", "moments"), ("syn", "com"),
+                                          ("svf", "geometry"), ("ffd", "moments"), ("dense", "none")])
+def test_no_tensor_is_created_off_the_inputs_device(preset: str, init: str) -> None:
     """With torch's default device set to ``meta``, any tensor the engine creates without following
     its inputs' device lands on ``meta`` and fails when mixed with the CPU inputs (this caught
     MatrixTransform moving its matrix to the default device, the CUDA crash of gpu runs)."""
     fixed, moving = _pair((40, 36), (1.2, 1.0), (2, -1))
-    config = resolve_config(preset, None, {"init": "geometry"})
+    config = resolve_config(preset, None, {"init": init})
     torch.set_default_device("meta")
     try:
         result = register(fixed, moving, config)
@@ -81,7 +82,11 @@ def test_linear_after_deformable_keeps_the_deformation() -> None:
     assert three.transform.linear_matrix() is None  # a field is part of the result
     u2, u3 = (r.transform.displacement(fixed.grid) for r in (two, three))
     assert u3.abs().max() > 0.5
-    assert _similarity(fixed, moving, three) <= _similarity(fixed, moving, two) + 1e-3
+    rigid_only = _similarity(fixed, moving, register(fixed, moving, _chain(RIGID)))
+    # the last rigid stage optimises its own (coarser, smoothed) level: allow a small change at full resolution
+    three_similarity = _similarity(fixed, moving, three)
+    assert three_similarity <= _similarity(fixed, moving, two) + 0.005
+    assert three_similarity < rigid_only - 0.02  # the deformation is still there
     points = fixed.grid.points(torch.float64)[None]
     roundtrip = three.inverse(three.transform(points))
     inside = (slice(None), slice(6, -6), slice(6, -6))
@@ -115,11 +120,37 @@ def test_a_chain_that_cannot_run_is_refused_when_it_loads(tmp_path) -> None:
                          ids=["slab", "thick"])
 def test_every_preset_runs_on_slabs_and_thick_slices(preset: str, shape, spacing) -> None:
     """64x64x3 slabs and 40x40x5 volumes with 17 mm slices: every preset runs (before, syn stopped with
-    'regularisers need at least 3 voxels per axis, got grid shape (5, 5, 1)'), its map is finite and
-    no deformable stage leaves its own similarity worse than it found it."""
+    'regularisers need at least 3 voxels per axis, got grid shape (5, 5, 1)'; then an MI stage lost
+    all overlap once the rigid stage tilted the slab), its map is finite and no deformable stage leaves
+    its own similarity worse than it found it."""
     fixed, moving = _pair(shape, spacing, (2, -2, 0))
     result = register(fixed, moving, resolve_config(preset))
     assert torch.isfinite(result.transform.displacement(fixed.grid)).all()
     for stage in result.stages:
-        if stage.similarity_before is not None:
-            assert stage.similarity_after <= stage.similarity_before + 1e-6
+        if stage.similarity_before is not None:  # improved, or undone (the result is then the previous one)
+            assert stage.kept_previous or stage.similarity_after <= stage.similarity_before
+
+
+METRICS = ["mse", "sad", "ncc", "lncc", "mi", "nmi", "ngf", "mind"]
+
+
+def _quick(config: RegistrationConfig, iterations: int = 3) -> RegistrationConfig:
+    """``config`` with at most ``iterations`` per level (the test is about running, not converging)."""
+    data = config.model_dump()
+    for stage in data["stages"]:
+        for level in stage["levels"]:
+            level["iterations"] = min(level["iterations"], iterations)
+    return RegistrationConfig.model_validate(data)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("ndim", [2, pytest.param(3, marks=pytest.mark.slow)])
+def test_every_metric_runs_with_every_preset(ndim: int, preset: str, metric: str) -> None:
+    """``--metric M`` with any preset (as the CLI resolves it): before, 12 of 24 metric x preset
+    combinations failed after the linear stages (LNCC's radius passed to MI, MIND on small images)."""
+    shape, spacing = ((48, 44), (1.0, 1.2)) if ndim == 2 else ((24, 26, 20), (1.5, 1.5, 2.0))
+    fixed, moving = _pair(shape, spacing, (2, -1) + (0,) * (ndim - 2))
+    result = register(fixed, moving, _quick(resolve_config(preset, None, {"metric": metric})))
+    assert torch.isfinite(result.transform.displacement(fixed.grid)).all()
+    assert all(stage.metric == metric for stage in result.stages)

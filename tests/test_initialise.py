@@ -11,6 +11,7 @@ from nibabel.eulerangles import euler2mat
 from scipy.spatial.transform import Rotation
 
 from torchalign.errors import InputError
+from torchalign.functional.sampling import sample_affine
 from torchalign.grid import Grid, apply_matrix
 from torchalign.image import Image
 from torchalign.registration.initialise import (
@@ -22,6 +23,7 @@ from torchalign.registration.initialise import (
     rotation_matrices,
     rotation_search,
 )
+from torchalign.registration.initialise import _scores, _search_level
 from torchalign.resample import resample
 
 
@@ -108,6 +110,18 @@ def test_center_of_mass_errors():
         init_center_of_mass(Image(torch.rand(2, 1, 6, 6), grid), ok)
 
 
+def test_center_of_mass_of_a_dark_object_on_a_bright_background():
+    """A slide's white background weighs nothing: catches weights ``image - min``, which put the
+    centroid of a dark object on a white canvas near the canvas centre."""
+    grid = Grid.from_geometry((60, 40), spacing=(0.5, 0.5))
+    data = torch.full((1, 60, 40), 250.0)
+    data[0, 5:15, 8:20] = 40.0  # dark tissue, centre at voxel (9.5, 13.5)
+    fixed = Image(data, grid)
+    moving = Image(torch.zeros(1, 60, 40), grid)
+    moving.data[0, 0, 30, 20] = 1.0  # a dark background: the bright voxel is the object
+    assert np.allclose(init_center_of_mass(fixed, moving)[:2, 2], [(30 - 9.5) * 0.5, (20 - 13.5) * 0.5])
+
+
 # ---- moments ---------------------------------------------------------------------------------
 def test_moments_recover_a_3d_rotation(ellipsoid):
     truth = _rigid(Rotation.from_euler("ZYX", [40, -25, 70], degrees=True).as_matrix(),
@@ -152,6 +166,7 @@ def test_rotation_search_finds_a_digit_rotated_by_120_degrees(label):
 
 
 def test_rotation_search_scores_candidates_as_batches(ellipsoid):
+    """Catches a search that scores candidates one by one, skips the fine level or loses the basin."""
     batches = []
 
     def loss(fixed, warped, mask):
@@ -162,12 +177,46 @@ def test_rotation_search_scores_candidates_as_batches(ellipsoid):
     truth = _rigid(Rotation.from_euler("ZYX", [90, 0, 180], degrees=True).as_matrix(), ellipsoid.grid.center(), [3, 0, -2])
     moving = _moved(ellipsoid, truth)
     angles = [-90, 0, 90, 180]
-    m = rotation_search(ellipsoid, moving, loss, angles_deg=angles, size=20, batch_size=16, refine_steps=3)
-    grid_size, moves = len(rotation_matrices(3, angles)), 4 * 13  # top_k = 4 refined, 1 + 6 + 6 moves each
-    assert sum(batches) == grid_size + 3 * moves and max(batches) == 16
-    assert len(batches) == -(-grid_size // 16) + 3 * -(-moves // 16)
+    m = rotation_search(ellipsoid, moving, loss, angles_deg=angles, size=16, fine_size=24, batch_size=16,
+                        refine_steps=3)
+    grid_size, moves = len(rotation_matrices(3, angles)), 4 * 12  # top_k = 4 refined, 6 + 6 moves each
+    # coarse: the grid, then 3 refinement steps; fine: the 4 kept re-scored, then 3 steps
+    assert sum(batches) == grid_size + 3 * moves + 4 + 3 * moves and max(batches) == 16
+    assert len(batches) == -(-grid_size // 16) + 3 * -(-moves // 16) + 1 + 3 * -(-moves // 16)
     points = ellipsoid.grid.points(torch.float64)[ellipsoid.data[0, 0] > 0.5]
     assert _residual(m, truth, points) < 1.0
+
+
+def test_search_does_not_favour_candidates_that_push_the_image_out_of_view():
+    """Stripes of period 8 voxels fill both grids, so a shift by two periods matches them wherever the
+    images still overlap (75 % of the fixed grid): scored over the overlap alone it ties with the
+    truth. The search extends the moving image by its background and compares every candidate over
+    the same fixed voxels, so the shifted candidate must score clearly worse."""
+    grid = Grid.from_geometry((64, 64), spacing=(1.0, 1.0))
+    x = grid.points(torch.float32)[..., 0]
+    stripes = Image((torch.sin(2 * np.pi * x / 8) + 1)[None], grid)
+    level = _search_level(stripes, stripes, None, None, 64, (grid.center(), 64.0))
+    shifted = np.eye(3)
+    shifted[0, 2] = 16.0
+    truth_score, shifted_score = _scores(level, negative_ncc, np.stack([np.eye(3), shifted]), 0.25, 2)
+    assert truth_score < -0.99 and shifted_score > truth_score + 0.1  # sqrt(0.75) = 0.87
+    sampled = sample_affine(stripes.data, grid, torch.tensor(shifted)[None], grid)
+    overlap = (x < 48).float()[None, None]  # fixed voxels whose shifted position lies inside the moving grid
+    assert negative_ncc(stripes.data, sampled, overlap) < -0.99  # the tie that overlap-only scoring gives
+
+
+def test_rotation_search_with_flips_recovers_a_mirrored_digit():
+    """``flips=True`` adds mirrored candidates: catches a search that can only return proper rotations
+    (det > 0) when the moving image is the fixed one mirrored and rotated."""
+    digit = _digit(7)
+    mirror = np.diag([-1.0, 1.0])
+    truth = _rigid(Rotation.from_euler("z", 70, degrees=True).as_matrix()[:2, :2] @ mirror, digit.grid.center(),
+                   [0.5, -1])
+    moving = _moved(digit, truth)
+    points = digit.grid.points(torch.float64)[digit.data[0, 0] > 0]
+    found = rotation_search(digit, moving, flips=True, refine_steps=4)
+    assert np.linalg.det(found[:2, :2]) < 0 and _residual(found, truth, points) < 0.5
+    assert np.linalg.det(rotation_search(digit, moving, refine_steps=4)[:2, :2]) > 0  # without flips: none
 
 
 def test_rotation_search_errors(ellipsoid):
@@ -179,16 +228,6 @@ def test_rotation_search_errors(ellipsoid):
         rotation_search(ellipsoid, ellipsoid, base=np.eye(3))
     with pytest.raises(InputError, match="refine_steps >= 0"):
         rotation_search(ellipsoid, ellipsoid, refine_steps=-1)
-
-
-def test_negative_ncc_analytic():
-    f = torch.rand(1, 1, 6, 7)
-    assert torch.allclose(negative_ncc(f, torch.cat([2 * f + 1, -f])), torch.tensor([-1.0, 1.0]), atol=1e-6)
-    mask = torch.zeros(1, 1, 6, 7)
-    mask[..., :3, :] = 1
-    other = torch.where(mask > 0, 3 * f, torch.rand(1, 1, 6, 7))  # equal inside the mask only
-    assert torch.allclose(negative_ncc(f, other, mask), torch.tensor([-1.0]), atol=1e-6)
-    assert negative_ncc(f, other) > -0.99
 
 
 # ---- real data --------------------------------------------------------------------------------

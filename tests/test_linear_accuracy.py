@@ -81,11 +81,13 @@ def test_perturbation_is_a_pure_header_motion() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_ixi_t1_t2_rigid_perturbations() -> None:
-    """Preset ``rigid`` (MI) with ``init: search`` (a rotation search) recovers 10 seeded motions of up
-    to 30 deg / 30 mm to < 1 mm mean error inside the brain in at least 9 of 10 cases.
+    """Preset ``rigid`` (MI) with ``init: search`` (a rotation search) recovers all 10 seeded motions of
+    up to 30 deg / 30 mm to < 1 mm mean error inside the brain.
 
     The preset's own centre-of-mass start fails at the two largest rotations (seeds 1 and 9, ~18 mm):
-    the coarsest level's MI gradients there are too noisy for Adam to leave the start.
+    the coarsest level's MI gradients there are too noisy for Adam to leave the start. A search
+    scored at 32 voxels alone, over the overlap of the masks only, left seed 1 (28.7 deg) in a wrong
+    basin; this catches a search that loses any one of them.
     """
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # conftest sets 2; honour the 1 asked for on a busy machine
         torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
@@ -115,7 +117,7 @@ def test_ixi_t1_t2_rigid_perturbations() -> None:
         print(rows[-1], flush=True)  # one line per case as it finishes: a long run that dies still leaves them
     report = "\n".join(rows)
     print(f"{sum(e < 1.0 for e in errors)}/10 below 1 mm")
-    assert sum(e < 1.0 for e in errors) >= 9, report
+    assert all(e < 1.0 for e in errors), report
 
 
 # ---- MNI templates: LAS fixed, RAS moving, through the CLI and two readers of transform.txt ----------

@@ -19,7 +19,7 @@ from torchalign.nn.data import (
     Subject,
     augment,
     collate,
-    dataset_from_config,
+    datasets_from_config,
     normalize,
     read_pairs_csv,
     subjects_from_folder,
@@ -53,7 +53,7 @@ def test_files_are_read_only_when_an_item_is_requested(tmp_path: Path, monkeypat
     calls: list[str] = []
     original = data_module.read_image
     monkeypatch.setattr(data_module, "read_image", lambda p: calls.append(Path(p).name) or original(p))
-    ds = dataset_from_config(DataConfig(folder=tmp_path))
+    ds = datasets_from_config(DataConfig(folder=tmp_path))[0]
     assert calls == []
     item = ds[0]
     assert len(calls) == 4  # two images and two label maps
@@ -70,7 +70,7 @@ def test_csv_of_subjects_and_of_explicit_pairs(tmp_path: Path) -> None:
     (tmp_path / "pairs.csv").write_text("fixed,moving\nd/img0.nii.gz,d/img1.nii.gz\nd/img0.nii.gz,d/img2.nii.gz\n")
     subjects, pairs = read_pairs_csv(tmp_path / "pairs.csv")
     assert pairs == [(0, 1), (0, 2)] and len(subjects) == 3
-    ds = dataset_from_config(DataConfig(csv=tmp_path / "pairs.csv"))
+    ds = datasets_from_config(DataConfig(csv=tmp_path / "pairs.csv"))[0]
     assert len(ds) == 2 and "fixed_labels" not in ds[1]
     (tmp_path / "bad.csv").write_text("fixed,moving\nd/img0.nii.gz,d/nothere.nii.gz\n")
     with pytest.raises(InputError, match=r"bad.csv: row 2: no such file .*nothere"):
@@ -83,9 +83,29 @@ def test_csv_of_subjects_and_of_explicit_pairs(tmp_path: Path) -> None:
 def test_atlas_mode_pairs_the_atlas_with_every_subject(tmp_path: Path) -> None:
     write_subjects(tmp_path / "subjects", 3)
     atlas = write_subjects(tmp_path / "atlas", 1)[0]
-    ds = dataset_from_config(DataConfig(folder=tmp_path / "subjects", pairs="atlas", atlas=atlas))
-    assert ds.pairs == [(3, 0), (3, 1), (3, 2)]
+    ds = datasets_from_config(DataConfig(folder=tmp_path / "subjects", pairs="atlas", atlas=atlas))[0]
+    assert ds.pairs == [(0, 1), (0, 2), (0, 3)] and ds.subjects[0].image == atlas
     assert "fixed_labels" not in ds[0]  # no atlas labels: the subjects' labels are dropped too
+
+
+def test_validation_holds_out_whole_subjects(tmp_path: Path) -> None:
+    """Catches a validation split that reuses training images (pairs split instead of subjects), one
+    that changes between runs of the same seed, and a split too small to form validation pairs."""
+    write_subjects(tmp_path / "subjects", 6)
+    config = DataConfig(folder=tmp_path / "subjects", validation=0.34)
+    train, val = datasets_from_config(config, seed=3)
+    train_images = {s.image for s in train.subjects}
+    val_images = {s.image for s in val.subjects}
+    assert len(val_images) == 2 and len(train_images) == 4 and not train_images & val_images
+    assert val.pairs == [(0, 1), (1, 0)] and val.augment is None  # every ordered pair, never augmented
+    again = datasets_from_config(config, seed=3)[1]
+    assert [s.image for s in again.subjects] == [s.image for s in val.subjects]
+    atlas = write_subjects(tmp_path / "atlas", 1)[0]
+    train, val = datasets_from_config(DataConfig(folder=tmp_path / "subjects", pairs="atlas", atlas=atlas,
+                                                 validation=0.2))
+    assert len(val) == 1 and val.subjects[0].image == atlas and len(train) == 5
+    with pytest.raises(InputError, match="data.validation 0.9 leaves fewer than 2 subjects"):
+        datasets_from_config(DataConfig(folder=tmp_path / "subjects", validation=0.9))
 
 
 def test_moving_image_on_another_grid_is_resampled_onto_the_fixed_grid(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from torchalign.errors import InputError
@@ -13,7 +14,7 @@ from torchalign.functional.flow import integrate_velocity
 from torchalign.grid import Grid
 from torchalign.nn.config import ModelConfig
 from torchalign.nn.heads import AffineHead, DenseHead, world_matrix, world_vectors
-from torchalign.nn.models import RegistrationNet, build_model, learnable, warp
+from torchalign.nn.models import RegistrationNet, build_model, warp
 from torchalign.nn.unet import Encoder, UNet
 from torchalign.transforms.dense import DenseDisplacement
 from torchalign.transforms.linear import LinearTransform, MatrixTransform
@@ -138,7 +139,7 @@ def test_learnable_copies_start_at_the_prediction() -> None:
         else:
             nn.init.normal_(model.head.mlp[-1].bias, std=0.5)
         t = model(torch.rand(1, 1, 10, 12), torch.rand(1, 1, 10, 12), grid)
-        copy = learnable(t, grid)
+        copy = t.learnable_copy(grid)
         params = list(copy.parameters())
         assert params and all(p.is_leaf and p.requires_grad for p in params)
         assert torch.allclose(copy.displacement(grid).double(), t.displacement(grid).detach().double(), atol=1e-5)
@@ -148,3 +149,25 @@ def test_learnable_copies_start_at_the_prediction() -> None:
 def test_affine_head_rejects_unknown_model() -> None:
     with pytest.raises(ValueError, match="rigid, similarity or affine"):
         AffineHead(2, 4, "projective")
+
+
+def test_correlation_backbone_finds_a_translation_before_any_training() -> None:
+    """The untrained correlation network (MIND descriptors, soft argmax) recovers an integer shift of a
+    textured image in the interior, in the transform's convention (fixed x -> moving x + d). Catches
+    a cost volume indexed the wrong way round, offsets listed in another order than the windows, and
+    a head that forgets the voxel size."""
+    from torchalign.nn.correlation import shift_by
+
+    rng = np.random.default_rng(0)
+    texture = torch.from_numpy(gaussian_filter(rng.standard_normal((48, 40)), 1.5).astype(np.float32))[None, None]
+    moving = torch.roll(texture, shifts=(2, -1), dims=(2, 3))  # moving(x + (2, -1)) = fixed(x)
+    grid = Grid.from_geometry((48, 40), spacing=(1.5, 1.5))
+    model = build_model(ModelConfig(ndim=2, backbone="correlation", features=[4], iterations=1, sigma=0.0))
+    with torch.no_grad():
+        disp = model(texture, moving, grid).displacement(grid)[0, :, 8:-8, 8:-8]
+    # voxels x 1.5 mm; the soft argmax of an untrained, untuned temperature pulls some voxels towards 0
+    assert torch.allclose(disp.flatten(1).median(1).values, torch.tensor([3.0, -1.5]), atol=0.4)
+    shifted = shift_by(texture, torch.tensor([2.0, -1.0]).reshape(1, 2, 1, 1).expand(1, 2, 48, 40))
+    assert torch.allclose(shifted[0, 0, :-2, 1:], texture[0, 0, 2:, :-1], atol=1e-5)
+    with pytest.raises(ValueError, match="correlation backbone predicts a dense velocity"):
+        ModelConfig(ndim=2, backbone="correlation", head="affine")

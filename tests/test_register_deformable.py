@@ -108,7 +108,7 @@ def test_warp_file_reproduced_by_ants_and_simpleitk(tmp_path) -> None:
     cfg.write_text(yaml.safe_dump({"init": "none", "stages": [syn]}))
     out = tmp_path / "out"
     main(["register", fixed, moving, "-o", str(out), "--config", str(cfg), "--no-progress",
-          "--fixed-labels", fixed_seg, "--moving-labels", moving_seg])
+          "--fixed-labels", fixed_seg, "--moving-labels", moving_seg, "--write-inverse", "--write-jacobian"])
     doc = json.loads((out / "result.json").read_text())
     assert {"warp", "inverse_warp", "jacobian"} <= set(doc["outputs"])
     ours = nib.load(out / "warped.nii.gz").get_fdata()

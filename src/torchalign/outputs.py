@@ -87,6 +87,7 @@ def is_deformable(result: Result) -> bool:
 FILES = {"warped": "warped.nii.gz", "transform": "transform.txt", "result": "result.json",
          "warp": "warp.nii.gz", "inverse_warp": "inverse_warp.nii.gz", "jacobian": "jacobian.nii.gz"}
 OPTIONAL = ("inverse_warp", "jacobian")  # deformable results only, written when asked
+WRITTEN = (*FILES.values(), "metrics.json", "warped_labels.nii.gz", "report.html")  # all an output folder holds
 
 
 def complete_displacement(result: Result, grid: Grid) -> Tensor:

@@ -55,7 +55,7 @@ def register_cmd(fixed: str, moving: str, outdir: str, preset: str | None, metri
     from ..io.folders import check_output_folder, staged_folder
     from ..io.points import read_points
     from ..metrics.evaluate import check_inputs, parse_labels, read_labels_file
-    from ..outputs import write_outputs
+    from ..outputs import WRITTEN, write_outputs
     from ..registration import register
 
     if preset is None and config_file is None:
@@ -68,7 +68,7 @@ def register_cmd(fixed: str, moving: str, outdir: str, preset: str | None, metri
         raise click.UsageError("give --labels or --labels-file, not both")
     inputs = [p for p in (fixed, moving, fixed_mask, moving_mask, config_file, fixed_labels, moving_labels,
                           fixed_points, moving_points, labels_file) if p]
-    check_output_folder(outdir, overwrite, inputs)
+    check_output_folder(outdir, overwrite, inputs, replaceable=WRITTEN)
     config = resolve_config(preset, config_file, {"init": init, "seed": seed, "metric": metric})
     # Read and validate every input before any work, so bad input leaves no partial output.
     f = read_image(fixed, nan_to=nan_to)

@@ -20,8 +20,10 @@ def train_cmd(config: str, output: str | None, resume: bool, device: str | None,
     """Train the network described by CONFIG (YAML: model, data, loss, optimiser settings).
 
     Writes OUTPUT/checkpoint.pt after every epoch, OUTPUT/log.csv and, when tensorboard is
-    installed, OUTPUT/tensorboard. Run it under `torchrun --nproc_per_node N` for data-parallel
-    training (gloo on the CPU, nccl on CUDA).
+    installed, OUTPUT/tensorboard. With validation pairs (data.validation > 0) it also writes
+    OUTPUT/validation.csv (loss terms, label Dice, % folding per epoch) and OUTPUT/best.pt, the
+    epoch with the best `monitor` score, and can stop early (`early_stop`). Run it under
+    `torchrun --nproc_per_node N` for data-parallel training (gloo on the CPU, nccl on CUDA).
     """
     from ..nn.train import train
 
@@ -32,5 +34,7 @@ def train_cmd(config: str, output: str | None, resume: bool, device: str | None,
         raise click.UsageError(f"{config}: the config needs a `data` section (folder or csv)")
     summary = train(cfg, resume=resume, progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:
-        click.echo(f"trained {summary.steps} steps ({summary.epochs} epochs) in {summary.seconds:.1f} s; "
-                   f"last loss {summary.loss:.6g}; wrote {summary.checkpoint}")
+        best = f", best validation score {summary.best_score:.6g} in {summary.best}" if summary.best else ""
+        stop = " (stopped early)" if summary.stopped_early else ""
+        click.echo(f"trained {summary.steps} steps ({summary.epochs} epochs{stop}) in {summary.seconds:.1f} s; "
+                   f"last loss {summary.loss:.6g}; wrote {summary.checkpoint}{best}")

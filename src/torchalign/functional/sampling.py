@@ -12,6 +12,8 @@ Everything else in torchalign speaks world millimetres (RAS+) or voxel indices. 
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -40,12 +42,14 @@ def normalized_from_voxel(shape: tuple[int, ...]) -> np.ndarray:
     return m
 
 
-def _inside(normalized: Tensor, shape: tuple[int, ...], reversed_axes: bool = False) -> Tensor:
+def _inside(normalized: Tensor, shape: tuple[int, ...], reversed_axes: bool = False,
+            unbounded: Sequence[bool] | None = None) -> Tensor:
     """``(B, *Q)`` mask of points within the extent ``[-0.5, n - 0.5)`` voxels (half-open, as ITK's
     ``IsInsideBuffer``), from normalised coordinates ``(B, *Q, D)`` (in ``grid_sample``'s reversed
-    axis order if ``reversed_axes``)."""
-    half = torch.tensor([1.0 + 1.0 / (n - 1) if n > 1 else 1.0 for n in shape], dtype=normalized.dtype,
-                        device=normalized.device)
+    axis order if ``reversed_axes``); axes flagged ``unbounded`` count as inside everywhere."""
+    unbounded = [False] * len(shape) if unbounded is None else list(unbounded)
+    half = torch.tensor([math.inf if free else 1.0 + 1.0 / (n - 1) if n > 1 else 1.0
+                         for n, free in zip(shape, unbounded)], dtype=normalized.dtype, device=normalized.device)
     half = half.flip(0) if reversed_axes else half
     return ((normalized >= -half) & (normalized < half)).all(-1)
 
@@ -211,12 +215,14 @@ def sample_affine(data: Tensor, grid: Grid, matrix: Tensor, onto: Grid, padding:
     return torch.where(inside, out, torch.as_tensor(value, dtype=out.dtype, device=out.device))
 
 
-def sample_inside(data: Tensor, grid: Grid, coords: Tensor) -> tuple[Tensor, Tensor]:
+def sample_inside(data: Tensor, grid: Grid, coords: Tensor, unbounded: Sequence[bool] | None = None
+                  ) -> tuple[Tensor, Tensor]:
     """Zero-padded linear sampling of ``(B|1, C, *S)`` data on ``grid`` at ``grid_sample`` coordinates
     ``(B|1, *Q, D)`` (from :func:`affine_coordinates` or :func:`displaced_coordinates`), and where the
     points fall inside the grid's extent: ``(values (B, C, *Q), inside (B, 1, *Q) float)``. ``inside``
-    is exactly what sampling an extra channel of ones would give, at no interpolation cost."""
-    inside = _inside(coords, grid.shape, reversed_axes=True).unsqueeze(1).to(data.dtype)
+    is exactly what sampling an extra channel of ones would give, at no interpolation cost. Along
+    axes flagged ``unbounded`` the edge value extends without limit (a slab's thin axis)."""
+    inside = _inside(coords, grid.shape, reversed_axes=True, unbounded=unbounded).unsqueeze(1).to(data.dtype)
     return _grid_sample(data, grid, coords) * inside, inside
 
 

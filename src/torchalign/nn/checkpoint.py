@@ -1,4 +1,7 @@
-"""Checkpoints: ``{format, version, config, state_dict, optimizer, epoch, step}`` in a torch zip file.
+"""Checkpoints: ``{format, version, config, state_dict, optimizer, epoch, step, progress}`` in a torch zip file.
+
+``progress`` (optional) holds what a resumed run needs beyond the optimizer: the schedule's and
+the gradient scaler's states, the best validation score and the epochs since it improved.
 
 Written atomically (a crash never leaves a half-written file under the final name) and read with
 ``torch.load(weights_only=True)``, whose unpickler accepts tensors and plain containers only: a
@@ -25,14 +28,15 @@ VERSION = 1
 
 
 def save_checkpoint(path: str | os.PathLike, config: TrainConfig, model: RegistrationNet,
-                    optimizer: torch.optim.Optimizer | None = None, epoch: int = 0, step: int = 0) -> Path:
-    """Atomically write the checkpoint of ``model`` (and ``optimizer``) trained with ``config``."""
+                    optimizer: torch.optim.Optimizer | None = None, epoch: int = 0, step: int = 0,
+                    progress: dict[str, Any] | None = None) -> Path:
+    """Atomically write the checkpoint of ``model`` (and ``optimizer``, ``progress``) trained with ``config``."""
     state = {
         "format": FORMAT, "version": VERSION,
         "config": config.model_dump(mode="json"),
         "state_dict": model.state_dict(),
         "optimizer": None if optimizer is None else optimizer.state_dict(),
-        "epoch": int(epoch), "step": int(step),
+        "epoch": int(epoch), "step": int(step), "progress": progress,
     }
     target = Path(path)
     with atomic_path(target) as tmp:

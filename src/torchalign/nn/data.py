@@ -42,18 +42,22 @@ class Subject:
 
 @dataclass
 class Batch:
-    """A collated batch: ``fixed``/``moving`` ``(B, 1, *S)``, labels ``(B, 1, *S)`` or None, one grid."""
+    """A collated batch: ``fixed``/``moving`` ``(B, 1, *S)``, labels ``(B, 1, *S)`` or None, one grid, and
+    the true displacement ``(B, D, *S)`` mm when known (synthetic pairs)."""
 
     fixed: Tensor
     moving: Tensor
     grid: Grid
     fixed_labels: Tensor | None = None
     moving_labels: Tensor | None = None
+    displacement: Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.fixed.to(device), self.moving.to(device), self.grid,
-                     None if self.fixed_labels is None else self.fixed_labels.to(device),
-                     None if self.moving_labels is None else self.moving_labels.to(device))
+        def move(x: Tensor | None) -> Tensor | None:
+            return None if x is None else x.to(device)
+
+        return Batch(self.fixed.to(device), self.moving.to(device), self.grid, move(self.fixed_labels),
+                     move(self.moving_labels), move(self.displacement))
 
 
 def load(source: Source) -> Image:
@@ -218,15 +222,16 @@ def collate(items: Sequence[dict[str, Tensor]]) -> Batch:
     if len(shapes) > 1 or any(not torch.allclose(m, matrices[0], atol=1e-4) for m in matrices):
         raise InputError(f"a batch needs images on one grid (same shape and affine), got shapes {sorted(shapes)}; "
                          "resample the images to a common grid or use batch_size: 1")
-    has_labels = {"fixed_labels" in it for it in items}
-    if len(has_labels) > 1:
-        raise InputError("some pairs of a batch have label maps and some do not")
+    for key in ("fixed_labels", "displacement"):
+        if len({key in it for it in items}) > 1:
+            raise InputError(f"some pairs of a batch have a {key.replace('_', ' ')} and some do not")
     grid = Grid(items[0]["fixed"].shape[1:], matrices[0].numpy())
-    fixed, moving = torch.stack([it["fixed"] for it in items]), torch.stack([it["moving"] for it in items])
-    if "fixed_labels" not in items[0]:
-        return Batch(fixed, moving, grid)
-    return Batch(fixed, moving, grid, torch.stack([it["fixed_labels"] for it in items]),
-                 torch.stack([it["moving_labels"] for it in items]))
+
+    def stack(key: str) -> Tensor | None:
+        return torch.stack([it[key] for it in items]) if key in items[0] else None
+
+    return Batch(stack("fixed"), stack("moving"), grid, stack("fixed_labels"),  # type: ignore[arg-type]
+                 stack("moving_labels"), stack("displacement"))
 
 
 # ---- building datasets from files ----------------------------------------------------------------
@@ -302,21 +307,60 @@ def read_pairs_csv(path: str | os.PathLike) -> tuple[list[Subject], list[tuple[i
                      f"got {columns}")
 
 
-def dataset_from_config(config: DataConfig, normalize: Normalize = "percentile", seed: int = 0) -> PairDataset:
-    """The training dataset a :class:`~torchalign.nn.config.DataConfig` describes (``normalize``: the model's)."""
-    pairs: Sequence[tuple[int, int]] | Literal["random", "all"] | None = None
+def _held_out(n: int, fraction: float, least: int, seed: int, what: str) -> tuple[list[int], list[int]]:
+    """Indices ``0..n-1`` split (seeded permutation) into ``(train, validation)``, each at least ``least`` long."""
+    if fraction <= 0:
+        return list(range(n)), []
+    order = np.random.default_rng([seed, 7]).permutation(n).tolist()
+    k = max(least, round(fraction * n))
+    if n - k < least:
+        raise InputError(f"data.validation {fraction} leaves fewer than {least} {what} for training or validation "
+                         f"out of {n}")
+    return sorted(order[k:]), sorted(order[:k])
+
+
+def datasets_from_config(config: DataConfig, normalize: Normalize = "percentile",
+                         seed: int = 0) -> tuple[Dataset, Dataset | None]:
+    """The training and (when ``config.validation`` > 0) validation datasets a :class:`DataConfig` describes.
+
+    Validation holds out whole subjects (so no validation image is ever trained on), or explicit
+    pairs of a CSV, or for synthesis a separate stream of ``validation * synth.pairs`` pairs.
+    ``normalize`` is the model's.
+    """
+    if config.synth is not None:
+        from .synth import SynthDataset
+
+        n_val = max(1, round(config.validation * config.synth.pairs)) if config.validation > 0 else 0
+        return (SynthDataset(config.synth, config.synth.pairs, seed),
+                SynthDataset(config.synth, n_val, seed, validation=True) if n_val else None)
+    explicit: list[tuple[int, int]] | None = None
     if config.csv is not None:
-        subjects, pairs = read_pairs_csv(config.csv)
+        subjects, explicit = read_pairs_csv(config.csv)
     else:
         subjects = subjects_from_folder(config.folder, config.labels_suffix)  # type: ignore[arg-type]
-    if pairs is None:
-        if config.pairs == "atlas":
-            if not Path(config.atlas).is_file():  # type: ignore[arg-type]
-                raise InputError(f"{config.atlas}: no such atlas file")
-            if config.atlas_labels is None:  # label maps are used in pairs only: drop the subjects' too
-                subjects = [Subject(s.image) for s in subjects]
-            subjects = [*subjects, Subject(config.atlas, config.atlas_labels)]  # type: ignore[arg-type]
-            pairs = [(len(subjects) - 1, i) for i in range(len(subjects) - 1)]
-        else:
-            pairs = config.pairs
-    return PairDataset(subjects, pairs, normalize, config.augment, seed)
+    source = config.csv or config.folder
+
+    def build(pairs: Sequence[tuple[int, int]] | Literal["random", "all"], subs: list[Subject],
+              augment: AugmentConfig | None) -> PairDataset:
+        return PairDataset(subs, pairs, normalize, augment, seed)
+
+    if explicit is not None:
+        train_i, val_i = _held_out(len(explicit), config.validation, 1, seed, f"pairs in {source}")
+        return (build([explicit[i] for i in train_i], subjects, config.augment),
+                build([explicit[i] for i in val_i], subjects, None) if val_i else None)
+    if config.pairs == "atlas":
+        if not Path(config.atlas).is_file():  # type: ignore[arg-type]
+            raise InputError(f"{config.atlas}: no such atlas file")
+        if config.atlas_labels is None:  # label maps are used in pairs only: drop the subjects' too
+            subjects = [Subject(s.image) for s in subjects]
+        atlas = Subject(config.atlas, config.atlas_labels)  # type: ignore[arg-type]
+        train_i, val_i = _held_out(len(subjects), config.validation, 1, seed, f"subjects in {source}")
+
+        def to_atlas(idx: list[int], augment: AugmentConfig | None) -> PairDataset:
+            subs = [atlas, *(subjects[i] for i in idx)]
+            return build([(0, j) for j in range(1, len(subs))], subs, augment)
+
+        return to_atlas(train_i, config.augment), to_atlas(val_i, None) if val_i else None
+    train_i, val_i = _held_out(len(subjects), config.validation, 2, seed, f"subjects in {source}")
+    validation = build("all", [subjects[i] for i in val_i], None) if val_i else None
+    return build(config.pairs, [subjects[i] for i in train_i], config.augment), validation

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..grid import Grid
-from ..registration import linear_center_radius
 from ..transforms.base import SpatialTransform
-from ..transforms.dense import DenseDisplacement
-from ..transforms.linear import GROUPS, LinearTransform, MatrixTransform
+from ..transforms.dense import DenseDisplacement, strided_grid
+from ..transforms.linear import GROUPS, LinearTransform, MatrixTransform, linear_center_radius
 from ..transforms.velocity import StationaryVelocity
 
 
@@ -49,15 +49,18 @@ def world_vectors(field: Tensor, grid: Grid) -> Tensor:
 class DenseHead(nn.Module):
     """Convolution ``(B, C, *S) -> (B, D, *S)`` predicting a velocity or displacement in mm.
 
-    The last convolution starts near zero (normal, std 1e-5, as VoxelMorph), so an untrained model
-    is close to the identity.
+    With ``stride`` > 1 the field is area-averaged onto the grid shrunk by ``stride`` and lives
+    (and is integrated) there, as VoxelMorph integrates at half resolution; it is linearly
+    upsampled where evaluated. The last convolution starts near zero (normal, std 1e-5, as
+    VoxelMorph), so an untrained model is close to the identity.
     """
 
-    def __init__(self, ndim: int, in_channels: int, field: str = "velocity", steps: int = 7):
+    def __init__(self, ndim: int, in_channels: int, field: str = "velocity", steps: int = 7, stride: int = 1):
         super().__init__()
         if field not in ("velocity", "displacement"):
             raise ValueError(f"field must be 'velocity' or 'displacement', got {field!r}")
         self.ndim, self.in_channels, self.field, self.steps = ndim, in_channels, field, steps
+        self.stride = stride
         self.conv = (nn.Conv2d if ndim == 2 else nn.Conv3d)(in_channels, ndim, 3, padding=1)
         nn.init.normal_(self.conv.weight, std=1e-5)
         nn.init.zeros_(self.conv.bias)
@@ -65,13 +68,16 @@ class DenseHead(nn.Module):
 
     def forward(self, features: Tensor, grid: Grid) -> SpatialTransform:
         """``features (B, C, *S)`` on ``grid`` -> ``StationaryVelocity`` or ``DenseDisplacement`` (batch B)."""
-        vectors = world_vectors(self.conv(features), grid)
+        vectors = self.conv(features)
+        if self.stride > 1:
+            vectors = F.interpolate(vectors, size=strided_grid(grid, self.stride).shape, mode="area")
+        vectors = world_vectors(vectors, grid)
         if self.field == "velocity":
-            return bind(StationaryVelocity(grid, self.steps, velocity=vectors), "velocity", vectors)
-        return bind(DenseDisplacement(grid, field=vectors), "field", vectors)
+            return bind(StationaryVelocity(grid, self.steps, self.stride, velocity=vectors), "velocity", vectors)
+        return bind(DenseDisplacement(grid, self.stride, field=vectors), "field", vectors)
 
     def extra_repr(self) -> str:
-        return f"ndim={self.ndim}, field={self.field!r}, steps={self.steps}"
+        return f"ndim={self.ndim}, field={self.field!r}, steps={self.steps}, stride={self.stride}"
 
 
 def _parameter_sizes(ndim: int, model: str) -> dict[str, int]:

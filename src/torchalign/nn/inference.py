@@ -1,11 +1,14 @@
 """Apply a trained network to one pair of images, optionally fine-tune it, and write the outputs.
 
-The outputs match ``torchalign register``: ``warped.nii.gz`` (the moving image on the fixed grid),
-``result.json`` and the transform — ``warp.nii.gz`` (ANTs displacement field) for dense models,
-``transform.txt`` (ITK affine) for affine models.
+The result is the engine's :class:`~torchalign.registration.Result`, so the outputs are those of
+``torchalign register``, written by the same code (:func:`torchalign.outputs.write_registration`):
+``warped.nii.gz``, ``transform.txt``, ``result.json`` and, for dense models, ``warp.nii.gz``,
+``inverse_warp.nii.gz`` and ``jacobian.nii.gz``. Models are checkpoint files or the names of the
+models bundled with the package (``synth2d``).
 """
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,22 +20,40 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..functional.jacobian import jacobian_det
 from ..grid import Grid
 from ..image import Image
-from ..io.atomic import check_not_input
-from ..io.images import write_image
-from ..io.transforms import write_displacement, write_linear
-from ..metrics.fields import jacobian_stats
-from ..outputs import versions, write_json
+from ..outputs import write_registration
+from ..registration import LevelRecord, Result, StageRecord
 from ..resample import resample
 from ..transforms.base import SpatialTransform
-from ..transforms.dense import DenseDisplacement
-from ..transforms.linear import LinearTransform, MatrixTransform
+from .checkpoint import model_from_checkpoint
 from .config import TrainConfig
 from .data import prepare_image
 from .models import RegistrationNet
 from .train import Objective, finetune
+
+BUNDLED = Path(__file__).resolve().parents[1] / "data" / "models"
+
+
+def bundled_models() -> list[str]:
+    """Names of the models shipped with the package."""
+    return sorted(p.stem for p in BUNDLED.glob("*.pt"))
+
+
+def resolve_model(model: str | os.PathLike) -> Path:
+    """The checkpoint file of ``model``: an existing path, or the name of a bundled model."""
+    path = Path(model)
+    if path.is_file():
+        return path
+    if str(model) in bundled_models():
+        return BUNDLED / f"{model}.pt"
+    raise InputError(f"--model {model}: no such checkpoint file or bundled model "
+                     f"(bundled: {', '.join(bundled_models()) or 'none'})")
+
+
+def load_model(model: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[RegistrationNet, TrainConfig]:
+    """Rebuild a checkpoint's or bundled model's network (eval mode, on ``device``) and its config."""
+    return model_from_checkpoint(resolve_model(model), device)
 
 
 def default_lr(grid: Grid) -> float:
@@ -51,19 +72,29 @@ class Prediction:
     transform: SpatialTransform
     displacement: Tensor | None
     matrix: np.ndarray | None
+    grid_shape: tuple[int, ...]
     losses: list[float] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def finetune_objective(config: TrainConfig, metric: str | None = None) -> Objective:
+    """The per-pair objective: the training similarity (or ``metric`` with its default options) at weight 1
+    and the training regularisers; no Dice or supervised term (a new pair has no labels or true field)."""
+    update: dict[str, Any] = {"dice": 0.0, "supervised": 0.0, "similarity_weight": 1.0}
+    if metric is not None and metric != config.loss.similarity:
+        update.update(similarity=metric, similarity_options={})
+    return Objective(config.loss.model_copy(update=update))
+
+
 def predict_pair(model: RegistrationNet, config: TrainConfig, fixed: Image, moving: Image, finetune_steps: int = 0,
-                 lr: float | None = None, grad_sigma: float = 2.0) -> Prediction:
+                 lr: float | None = None, grad_sigma: float = 2.0, metric: str | None = None) -> Prediction:
     """Predict the transform registering ``moving`` to ``fixed`` (the device is the model's).
 
     The moving image is first resampled onto the fixed grid (identity in world space). With
-    ``finetune_steps`` > 0 the prediction is optimised on this pair with the training losses
-    (without the Dice term: there are no labels) at learning rate ``lr`` mm (default: half the
-    mean voxel size), smoothing dense gradients by ``grad_sigma`` voxels (2 at full resolution is
-    about what the ``syn`` preset's 1 voxel at half resolution amounts to).
+    ``finetune_steps`` > 0 the prediction is optimised on this pair with :func:`finetune_objective`
+    at learning rate ``lr`` mm (default: half the mean voxel size), smoothing dense gradients by
+    ``grad_sigma`` voxels (2 at full resolution is about what the ``syn`` preset's 1 voxel at half
+    resolution amounts to).
     """
     if fixed.ndim != model.ndim or moving.ndim != model.ndim:
         raise InputError(f"the model registers {model.ndim}-D images; got a {fixed.ndim}-D fixed and a "
@@ -82,51 +113,57 @@ def predict_pair(model: RegistrationNet, config: TrainConfig, fixed: Image, movi
     losses: list[float] = []
     if finetune_steps > 0:
         t1 = time.perf_counter()
-        objective = Objective(config.loss.model_copy(update={"dice": 0.0})).to(device)
+        objective = finetune_objective(config, metric).to(device)
         transform, losses = finetune(transform, f, m, grid, objective, finetune_steps,
                                      default_lr(grid) if lr is None else lr, grad_sigma)
         seconds["finetune"] = time.perf_counter() - t1
     with torch.no_grad():
-        if isinstance(transform, (LinearTransform, MatrixTransform)):
-            return Prediction(transform, None, transform.matrix()[0].detach().cpu().numpy(), losses, seconds)
+        matrix = transform.linear_matrix()
+        if matrix is not None:
+            return Prediction(transform, None, matrix[0].detach().cpu().numpy(), grid.shape, losses, seconds)
         disp = transform.displacement(grid).detach()
-    return Prediction(transform, disp, None, losses, seconds)
+    return Prediction(transform, disp, None, grid.shape, losses, seconds)
+
+
+def to_result(prediction: Prediction, metric: str) -> Result:
+    """The engine's :class:`~torchalign.registration.Result` of a prediction (fine-tuning as its one stage).
+
+    Its ``linear`` is the affine model's matrix or the identity, on the CPU (where outputs are written).
+    """
+    transform = prediction.transform
+    if prediction.matrix is not None:
+        linear = torch.as_tensor(prediction.matrix, dtype=torch.float64)[None]
+    else:
+        d = transform.ndim
+        linear = torch.eye(d + 1, dtype=torch.float64)[None]
+    stages = []
+    if prediction.losses:
+        level = LevelRecord(1.0, 0.0, len(prediction.losses), prediction.losses, prediction.seconds["finetune"],
+                            tuple(prediction.grid_shape))
+        stages.append(StageRecord(f"finetune ({type(transform).__name__})", metric, [level]))
+    return Result(transform, transform.inverse(), linear, np.eye(linear.shape[-1]), stages,
+                  sum(v for k, v in prediction.seconds.items() if k in ("predict", "finetune")))
 
 
 def write_prediction(outdir: str | Path, fixed: Image, moving: Image, prediction: Prediction, config: TrainConfig,
-                     inputs: Sequence[str | Path], extra: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Write warped.nii.gz, warp.nii.gz or transform.txt, and result.json into ``outdir``; return their paths."""
-    out = Path(outdir)
-    dense = prediction.displacement is not None
-    paths = {"warped": out / "warped.nii.gz", ("warp" if dense else "transform"): out / ("warp.nii.gz" if dense
-                                                                                          else "transform.txt"),
-             "result": out / "result.json"}
-    for p in paths.values():
-        check_not_input(p, inputs)
-    out.mkdir(parents=True, exist_ok=True)
-    grid = fixed.grid
-    disp = prediction.displacement
-    apply: SpatialTransform = (DenseDisplacement.from_field(disp.cpu(), grid) if disp is not None  # type: ignore[union-attr]
-                               else MatrixTransform(prediction.matrix))  # type: ignore[arg-type]
-    source = moving.with_data(moving.data.float().mean(1, keepdim=True) if moving.channels > 1 else moving.data.float())
-    warped = resample(source, grid, apply)
-    write_image(Image(warped.data, grid, dict(fixed.meta)), paths["warped"], dtype=np.float32, inputs=inputs)
-    doc: dict[str, Any] = {"fixed": str(inputs[0]), "moving": str(inputs[1]), "settings": config.model_dump(mode="json")}
-    if disp is not None:
-        write_displacement(disp[:1].cpu(), grid, paths["warp"], inputs)
-        doc["jacobian"] = jacobian_stats(jacobian_det(disp[:1].cpu(), grid).numpy())
-    else:
-        write_linear(prediction.matrix, paths["transform"], center=grid.center(), inputs=inputs)  # type: ignore[arg-type]
-        doc["matrix"] = prediction.matrix
-    if prediction.losses:
-        doc["stages"] = [{"transform": f"finetune ({type(prediction.transform).__name__})",
-                          "metric": config.loss.similarity,
-                          "levels": [{"shrink": 1.0, "sigma": 0.0, "iterations": len(prediction.losses),
-                                      "shape": list(grid.shape), "seconds": round(prediction.seconds["finetune"], 4),
-                                      "losses": prediction.losses}]}]
-    doc["timings"] = {k: round(v, 4) for k, v in prediction.seconds.items()}
-    doc["versions"] = versions()
-    doc.update(extra or {})
-    doc["outputs"] = {k: p.name for k, p in paths.items()}
-    write_json(doc, paths["result"], inputs)
-    return paths
+                     inputs: Sequence[str | Path], extra: dict[str, Any] | None = None,
+                     metric: str | None = None, optional: Sequence[str] = ()) -> dict[str, Path]:
+    """Write the outputs of ``torchalign register`` for a prediction into ``outdir`` (``optional``:
+    ``inverse_warp``, ``jacobian``); return their paths."""
+    result = to_result(prediction, metric or config.loss.similarity)
+    doc = {"timings": {k: round(v, 4) for k, v in prediction.seconds.items()}, **(extra or {})}
+    with torch.no_grad():
+        return write_registration(Path(outdir), fixed, moving, result, config, inputs, doc,  # type: ignore[arg-type]
+                                  optional=optional)
+
+
+def register_network(fixed: Image, moving: Image, model: str | os.PathLike = "synth2d", *, finetune_steps: int = 0,
+                     metric: str | None = None, lr: float | None = None, device: torch.device | str = "cpu") -> Result:
+    """``register`` with a network: ``Result`` of the bundled or checkpointed ``model`` on one pair.
+
+    ``register_network(fixed, moving)`` uses the bundled ``synth2d``; ``finetune_steps`` adds
+    instance optimisation with ``metric`` (default: the model's similarity; ``mi`` across contrasts).
+    """
+    net, config = load_model(model, device)
+    prediction = predict_pair(net, config, fixed, moving, finetune_steps, lr, metric=metric)
+    return to_result(prediction, metric or config.loss.similarity)

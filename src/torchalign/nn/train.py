@@ -1,11 +1,14 @@
-"""Unsupervised training of registration networks, and per-pair fine-tuning, with the library's losses.
+"""Training of registration networks (unsupervised, label-supervised, field-supervised), and per-pair fine-tuning.
 
-The objective is the classical one: ``similarity(fixed, warped, overlap) + sum(w * reg(u))`` with
-``u`` the displacement of the predicted transform on the fixed grid, plus an optional soft-Dice
-term on warped one-hot label maps. :func:`train` runs on one process, or on several when launched
-by ``torchrun`` (DistributedDataParallel; gloo on the CPU, nccl on CUDA) without any change.
-Rank 0 writes ``OUTPUT/checkpoint.pt`` (atomically, every epoch), ``OUTPUT/log.csv`` and, when
-tensorboard is importable, ``OUTPUT/tensorboard``.
+The objective is the classical one: ``w * similarity(fixed, warped, overlap) + sum(w * reg(u))`` with
+``u`` the displacement of the predicted transform on the fixed grid, plus optional soft-Dice on
+warped one-hot label maps and the squared error to a known field (synthetic pairs). :func:`train`
+runs on one process, or on several when launched by ``torchrun`` (DistributedDataParallel; gloo on
+the CPU, nccl on CUDA) without any change; it validates after every epoch on held-out pairs, keeps
+the best checkpoint, follows a learning-rate schedule, stops early, and runs the network in mixed
+precision on request. Rank 0 writes ``OUTPUT/checkpoint.pt`` (atomically, every epoch),
+``OUTPUT/best.pt``, ``OUTPUT/log.csv``, ``OUTPUT/validation.csv`` and, when tensorboard is
+importable, ``OUTPUT/tensorboard``.
 """
 from __future__ import annotations
 
@@ -24,19 +27,23 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from ..config import Stage
 from ..errors import InputError
-from ..functional.filters import gaussian_smooth
 from ..grid import Grid
 from ..losses import make_similarity
 from ..losses.regularisers import REGULARISERS
 from ..transforms.base import SpatialTransform
-from ..transforms.linear import LinearTransform, MatrixTransform
+from ..registration import optimise
+from ..registration.deformable import smooth_gradients
 from .checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
 from .config import LossConfig, TrainConfig
-from .data import Batch, collate, dataset_from_config
-from .models import RegistrationNet, build_model, learnable, warp
+from .data import Batch, collate, datasets_from_config
+from .evaluate import validate
+from .models import RegistrationNet, build_model, warp
 
-LOG_COLUMNS = ("step", "epoch", "loss", "similarity", "regulariser", "dice", "lr", "seconds")
+LOG_COLUMNS = ("step", "epoch", "loss", "similarity", "regulariser", "dice", "supervised", "lr", "seconds")
+VAL_COLUMNS = ("epoch", "step", "loss", "similarity", "regulariser", "supervised", "dice", "folding_percent", "lr",
+               "best")
 
 
 # ---- the objective -------------------------------------------------------------------------------
@@ -58,12 +65,13 @@ def soft_dice(a: Tensor, b: Tensor, eps: float = 1e-6) -> Tensor:
 
 @dataclass
 class Terms:
-    """Loss terms (scalars): ``loss`` is what is minimised."""
+    """Loss terms (scalars): ``loss`` is what is minimised; ``supervised`` the mean squared field error, mm^2."""
 
     loss: Tensor
     similarity: Tensor
     regulariser: Tensor
     dice: Tensor
+    supervised: Tensor
 
 
 class Objective(nn.Module):
@@ -79,52 +87,70 @@ class Objective(nn.Module):
             regs.append(REGULARISERS[r.name](weight=r.weight, **r.options))
         self.regularisers = nn.ModuleList(regs)
         self.overlap = config.overlap
+        self.similarity_weight = config.similarity_weight
         self.dice_weight = config.dice
+        self.supervised_weight = config.supervised
         self.labels = list(config.labels or [])
 
     def forward(self, transform: SpatialTransform, fixed: Tensor, moving: Tensor, grid: Grid,
-                fixed_labels: Tensor | None = None, moving_labels: Tensor | None = None) -> Terms:
-        """Terms for ``fixed``/``moving`` ``(B, 1, *S)`` on ``grid`` (labels ``(B, 1, *S)`` for the Dice term)."""
+                fixed_labels: Tensor | None = None, moving_labels: Tensor | None = None,
+                true_displacement: Tensor | None = None) -> Terms:
+        """Terms for ``fixed``/``moving`` ``(B, 1, *S)`` on ``grid`` (labels ``(B, 1, *S)`` for the Dice
+        term, the true displacement ``(B, D, *S)`` mm for the supervised term)."""
         use_dice = self.dice_weight > 0
         if use_dice and (fixed_labels is None or moving_labels is None):
             raise InputError("the Dice term needs label maps for both images of every pair")
+        if self.supervised_weight > 0 and true_displacement is None:
+            raise InputError("the supervised term needs the true displacement of every pair (synthetic data)")
         stack = [moving, torch.ones_like(moving)] if self.overlap else [moving]
         if use_dice:
             stack.append(one_hot(moving_labels, self.labels))  # type: ignore[arg-type]
-        linear = isinstance(transform, (LinearTransform, MatrixTransform))
-        disp = transform.displacement(grid).to(fixed.dtype) if len(self.regularisers) or not linear else None
+        linear = transform.linear_matrix() is not None
+        need_disp = len(self.regularisers) or not linear or self.supervised_weight > 0
+        disp = transform.displacement(grid).to(fixed.dtype) if need_disp else None
         sampled = warp(torch.cat(stack, 1), grid, transform, disp)
         k = 2 if self.overlap else 1
         mask = sampled[:, 1:2].clamp(0.0, 1.0) if self.overlap else None
-        similarity = self.similarity(fixed, sampled[:, :1], mask)
-        zero = similarity.new_zeros(())
+        zero = fixed.new_zeros(())
+        similarity = self.similarity(fixed, sampled[:, :1], mask) if self.similarity_weight > 0 else zero
         regulariser = zero
         if disp is not None and len(self.regularisers):
             regulariser = sum((r(disp, grid) for r in self.regularisers), zero)
         dice = zero
         if use_dice:
             dice = 1 - soft_dice(sampled[:, k:], one_hot(fixed_labels, self.labels)).mean()  # type: ignore[arg-type]
-        return Terms(similarity + regulariser + self.dice_weight * dice, similarity, regulariser, dice)
+        supervised = zero
+        if self.supervised_weight > 0:
+            supervised = ((disp - true_displacement) ** 2).sum(1).mean()  # type: ignore[operator]
+        loss = self.similarity_weight * similarity + regulariser + self.dice_weight * dice
+        return Terms(loss + self.supervised_weight * supervised, similarity, regulariser, dice, supervised)
 
 
 class TrainStep(nn.Module):
-    """``model`` and ``objective`` as one module whose forward returns the loss terms (what DDP wraps)."""
+    """``model`` and ``objective`` as one module whose forward returns the loss terms (what DDP wraps).
 
-    def __init__(self, model: RegistrationNet, objective: Objective):
+    With ``amp`` set to a dtype, the network runs under autocast in it; its head, the integration
+    and the objective stay float32.
+    """
+
+    def __init__(self, model: RegistrationNet, objective: Objective, amp: torch.dtype | None = None):
         super().__init__()
         self.model = model
         self.objective = objective
+        self.amp = amp
 
-    def forward(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        transform = self.model(batch.fixed, batch.moving, batch.grid)
-        t = self.objective(transform, batch.fixed, batch.moving, batch.grid, batch.fixed_labels, batch.moving_labels)
-        return t.loss, t.similarity, t.regulariser, t.dice
+    def forward(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        with torch.autocast(batch.fixed.device.type, dtype=self.amp, enabled=self.amp is not None):
+            transform = self.model(batch.fixed, batch.moving, batch.grid)
+        t = self.objective(transform, batch.fixed, batch.moving, batch.grid, batch.fixed_labels, batch.moving_labels,
+                           batch.displacement)
+        return t.loss, t.similarity, t.regulariser, t.dice, t.supervised
 
 
 # ---- fine-tuning ---------------------------------------------------------------------------------
 def finetune(transform: SpatialTransform, fixed: Tensor, moving: Tensor, grid: Grid, objective: Objective,
              steps: int, lr: float, grad_sigma: float = 0.0) -> tuple[SpatialTransform, list[float]]:
-    """Optimise a predicted transform on one pair for ``steps`` Adam steps with ``objective``.
+    """Optimise a predicted transform on one pair for up to ``steps`` Adam steps of the engine's loop.
 
     ``fixed``/``moving`` are ``(1, 1, *S)`` on ``grid``; ``lr`` is in mm (the transform parameters'
     units). ``grad_sigma`` (voxels) Gaussian-smooths the gradient of dense fields before each step
@@ -134,30 +160,14 @@ def finetune(transform: SpatialTransform, fixed: Tensor, moving: Tensor, grid: G
     if steps < 0 or lr <= 0 or grad_sigma < 0:
         raise InputError(f"fine-tuning needs steps >= 0, lr > 0 and grad_sigma >= 0, got steps={steps}, lr={lr}, "
                          f"grad_sigma={grad_sigma}")
-    tuned = learnable(transform, grid)
-    params = [p for p in tuned.parameters() if p.requires_grad]
-    if grad_sigma > 0 and not isinstance(tuned, LinearTransform):
-        for p in params:
-            p.register_hook(lambda g: gaussian_smooth(g, grad_sigma))
-    opt = torch.optim.Adam(params, lr=lr)
-    losses: list[float] = []
-    best = (math.inf, [p.detach().clone() for p in params])
-    for _ in range(steps):
-        before = [p.detach().clone() for p in params]
-        opt.zero_grad(set_to_none=True)
-        loss = objective(tuned, fixed, moving, grid).loss
-        loss.backward()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise InputError(f"fine-tuning diverged (the loss became {value}); lower --lr")
-        if value < best[0]:
-            best = (value, before)
-        opt.step()
-        losses.append(value)
-    with torch.no_grad():
-        if steps and float(objective(tuned, fixed, moving, grid).loss) > best[0]:
-            for p, b in zip(params, best[1]):
-                p.copy_(b)
+    tuned = transform.learnable_copy(grid)
+    if grad_sigma > 0 and tuned.linear_matrix() is None:
+        smooth_gradients(tuned, grad_sigma)
+    # the engine's loop: Adam, annealed lr, a stop when ten steps bring no improvement, best parameters kept
+    stage = Stage(transform="dense", optimizer="Adam", lr=lr, tolerance=0.0)
+    histories = optimise(tuned, stage, steps, lr, lambda: objective(tuned, fixed, moving, grid).loss.reshape(1),
+                         desc="fine-tuning")
+    losses = histories[0]
     return tuned, losses
 
 
@@ -196,79 +206,123 @@ def make_optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.op
 
 
 class _Log:
-    """CSV log (appended on resume) and an optional TensorBoard writer; only rank 0 writes."""
+    """A CSV log (appended on resume) with an optional TensorBoard writer under ``tag``; only rank 0 writes."""
 
-    def __init__(self, outdir: Path, append: bool, tensorboard: bool):
-        path = outdir / "log.csv"
+    def __init__(self, path: Path, columns: tuple[str, ...], append: bool, board: Any, tag: str):
         new = not (append and path.exists())
         self.file = path.open("w" if new else "a", newline="")
         self.csv = csv.writer(self.file)
+        self.columns = columns
         if new:
-            self.csv.writerow(LOG_COLUMNS)
-        self.board: Any = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is optional
-                pass
-            else:
-                self.board = SummaryWriter(str(outdir / "tensorboard"))
+            self.csv.writerow(columns)
+        self.board, self.tag = board, tag
 
     def write(self, row: dict[str, float]) -> None:
-        self.csv.writerow([f"{row[c]:.6g}" if isinstance(row[c], float) else row[c] for c in LOG_COLUMNS])
+        self.csv.writerow([f"{row[c]:.6g}" if isinstance(row[c], float) else row[c] for c in self.columns])
         self.file.flush()
         if self.board is not None:
-            for key in ("loss", "similarity", "regulariser", "dice", "lr"):
-                self.board.add_scalar(f"train/{key}", row[key], row["step"])
+            for key in self.columns:
+                if key not in ("step", "epoch", "seconds", "best"):
+                    self.board.add_scalar(f"{self.tag}/{key}", row[key], row["step"])
 
     def close(self) -> None:
         self.file.close()
-        if self.board is not None:
-            self.board.close()
+
+
+def _board(outdir: Path, enabled: bool) -> Any:
+    """A TensorBoard writer in ``outdir/tensorboard``, or None (disabled or tensorboard not installed)."""
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(outdir / "tensorboard"))
+
+
+def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
+    """The epoch-wise learning-rate scheduler of ``config.schedule`` (None for a constant rate)."""
+    s = config.schedule
+    if s.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=s.min_lr)
+    if s.name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=s.factor,
+                                                          patience=s.patience, min_lr=s.min_lr)
+    return None
+
+
+def score(metrics: dict[str, float], monitor: str) -> float:
+    """The validation score to minimise: the loss, or minus the label Dice."""
+    if monitor == "dice":
+        if math.isnan(metrics["dice"]):
+            raise InputError("monitor: dice needs validation pairs with label maps")
+        return -metrics["dice"]
+    return metrics["loss"]
 
 
 @dataclass
 class TrainSummary:
-    """What :func:`train` did: steps and epochs reached, the last logged loss, time, the checkpoint."""
+    """What :func:`train` did: steps and epochs reached, the last logged loss, time, the checkpoints.
+
+    ``best`` is ``OUTPUT/best.pt`` (the epoch with the best validation score) when validating;
+    ``best_score`` its score (loss, or minus Dice); ``stopped_early`` whether early stopping ended it.
+    """
 
     steps: int
     epochs: int
     loss: float
     seconds: float
     checkpoint: Path
+    best: Path | None = None
+    best_score: float = math.inf
+    stopped_early: bool = False
 
 
-def train(config: TrainConfig, dataset: Dataset | None = None, *, resume: bool = False, progress: bool = False,
+def train(config: TrainConfig, dataset: Dataset | None = None, validation: Dataset | None = None, *,
+          resume: bool = False, progress: bool = False,
           on_step: Callable[[dict[str, float]], None] | None = None) -> TrainSummary:
-    """Train the model of ``config`` on ``dataset`` (default: the one ``config.data`` describes).
+    """Train the model of ``config`` on ``dataset`` (default: the datasets ``config.data`` describes).
 
-    ``resume`` continues from ``config.output/checkpoint.pt`` (model, optimizer, epoch and step; the
-    model config must match). Each epoch ends with a checkpoint; an epoch interrupted by
-    ``max_steps`` still saves one (a resumed run repeats that epoch in full).
-    ``on_step`` receives every logged row (rank 0 only).
+    After every epoch: the validation metrics on ``validation`` (default: the held-out part of
+    ``config.data``) go to ``OUTPUT/validation.csv``; ``OUTPUT/best.pt`` keeps the epoch with the
+    best ``config.monitor`` score; the schedule steps; ``config.early_stop`` epochs without a
+    better score end the run; ``OUTPUT/checkpoint.pt`` is written. ``resume`` continues from
+    ``checkpoint.pt`` (model, optimizer, schedule, best score, epoch and step; the model config
+    must match). An epoch interrupted by ``max_steps`` still saves one (a resumed run repeats that
+    epoch in full). ``on_step`` receives every logged training row (rank 0 only).
     """
     run = setup_distributed(config.device)
     try:
-        return _train(config, dataset, resume, progress, on_step, run)
+        return _train(config, dataset, validation, resume, progress, on_step, run)
     finally:
         if run.owns_group:
             dist.destroy_process_group()
 
 
-def _train(config: TrainConfig, dataset: Dataset | None, resume: bool, progress: bool,
+def _check_monitoring(config: TrainConfig, validation: Dataset | None) -> None:
+    if validation is None and (config.early_stop is not None or config.schedule.name == "plateau"):
+        raise InputError("early_stop and the plateau schedule need validation pairs (set data.validation > 0)")
+
+
+def _train(config: TrainConfig, dataset: Dataset | None, validation: Dataset | None, resume: bool, progress: bool,
            on_step: Callable[[dict[str, float]], None] | None, run: Distributed) -> TrainSummary:
     start_time = time.perf_counter()
     if dataset is None:
         if config.data is None:
             raise InputError("the training config has no `data` section and no dataset was given")
-        dataset = dataset_from_config(config.data, config.model.normalize, config.seed)
+        dataset, validation = datasets_from_config(config.data, config.model.normalize, config.seed)
+    _check_monitoring(config, validation)
     outdir = Path(config.output)
-    ckpt_path = outdir / "checkpoint.pt"
+    ckpt_path, best_path = outdir / "checkpoint.pt", outdir / "best.pt"
     torch.manual_seed(config.seed)
     model = build_model(config.model).to(run.device)
     objective = Objective(config.loss).to(run.device)
     optimizer = make_optimizer(config.optimizer, list(model.parameters()), config.lr)
-    epoch = step = 0
+    scheduler = make_scheduler(config, optimizer)
+    amp_dtype = torch.float16 if run.device.type == "cuda" else torch.bfloat16
+    scaler = torch.amp.GradScaler(run.device.type, enabled=config.amp and amp_dtype == torch.float16)
+    epoch = step = stale = 0
+    best = math.inf
     if resume:
         state = load_checkpoint(ckpt_path, run.device)
         stored = checkpoint_config(state, ckpt_path)
@@ -277,23 +331,33 @@ def _train(config: TrainConfig, dataset: Dataset | None, resume: bool, progress:
         model.load_state_dict(state["state_dict"])
         if state["optimizer"] is not None:
             optimizer.load_state_dict(state["optimizer"])
+        progress_state = state.get("progress") or {}
+        if scheduler is not None and progress_state.get("scheduler"):
+            scheduler.load_state_dict(progress_state["scheduler"])
+        if progress_state.get("scaler"):
+            scaler.load_state_dict(progress_state["scaler"])
+        best, stale = float(progress_state.get("best", math.inf)), int(progress_state.get("stale", 0))
         epoch, step = int(state["epoch"]), int(state["step"])
-    step_module: nn.Module = TrainStep(model, objective)
+    step_module: nn.Module = TrainStep(model, objective, amp_dtype if config.amp else None)
     if run.world > 1:
         step_module = nn.parallel.DistributedDataParallel(step_module)
     sampler = DistributedSampler(dataset, num_replicas=run.world, rank=run.rank, shuffle=True, seed=config.seed)
     workers = config.data.num_workers if config.data is not None else 0
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, collate_fn=collate,
-                        num_workers=workers, drop_last=False)
+                        num_workers=workers, drop_last=False)  # not persistent: workers see set_epoch
     if run.rank == 0:
         outdir.mkdir(parents=True, exist_ok=True)
-    log = _Log(outdir, resume, config.tensorboard) if run.rank == 0 else None
+    board = _board(outdir, config.tensorboard) if run.rank == 0 else None
+    log = _Log(outdir / "log.csv", LOG_COLUMNS, resume, board, "train") if run.rank == 0 else None
+    val_log = (_Log(outdir / "validation.csv", VAL_COLUMNS, resume, board, "validation")
+               if run.rank == 0 and validation is not None else None)
     last = math.nan
+    stopped = False
     limit = config.max_steps if config.max_steps is not None else math.inf
     try:
         bar = tqdm(total=None if math.isinf(limit) else int(limit), initial=step, disable=not progress or run.rank,
                    desc="train", leave=False)
-        while epoch < config.epochs and step < limit:
+        while epoch < config.epochs and step < limit and not stopped:
             sampler.set_epoch(epoch)
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(epoch)
@@ -303,19 +367,20 @@ def _train(config: TrainConfig, dataset: Dataset | None, resume: bool, progress:
                     break
                 batch = batch.to(run.device)
                 optimizer.zero_grad(set_to_none=True)
-                loss, sim, reg, dice = step_module(batch)
+                loss, sim, reg, dice, sup = step_module(batch)
                 if not torch.isfinite(loss):
                     raise InputError(f"training diverged at step {step} (loss {float(loss)}); lower lr")
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 step += 1
-                terms = torch.stack([loss, sim, reg, dice]).detach().float()
+                terms = torch.stack([loss, sim, reg, dice, sup]).detach().float()
                 if run.world > 1:
                     dist.all_reduce(terms)
                     terms /= run.world
                 last = float(terms[0])
                 row = {"step": step, "epoch": epoch, "loss": last, "similarity": float(terms[1]),
-                       "regulariser": float(terms[2]), "dice": float(terms[3]),
+                       "regulariser": float(terms[2]), "dice": float(terms[3]), "supervised": float(terms[4]),
                        "lr": float(optimizer.param_groups[0]["lr"]), "seconds": time.perf_counter() - start_time}
                 bar.update(1)
                 if log is not None:
@@ -324,12 +389,36 @@ def _train(config: TrainConfig, dataset: Dataset | None, resume: bool, progress:
                         on_step(row)
             else:
                 epoch += 1
+                # every rank validates the same (all-reduced) weights, so all take the same decisions
+                metrics = (validate(model, objective, validation, config.batch_size, config.loss.labels)
+                           if validation is not None else None)
+                if metrics is not None:
+                    current = score(metrics, config.monitor)
+                    improved = current < best
+                    best, stale = (current, 0) if improved else (best, stale + 1)
+                    if run.rank == 0 and improved:
+                        save_checkpoint(best_path, config, model, None, epoch, step)
+                    if val_log is not None:
+                        val_log.write({"epoch": epoch, "step": step, **metrics, "best": int(improved),
+                                       "lr": float(optimizer.param_groups[0]["lr"])})
+                    stopped = config.early_stop is not None and stale >= config.early_stop
+                if config.schedule.name == "plateau":
+                    scheduler.step(score(metrics, config.monitor))  # type: ignore[arg-type]
+                elif scheduler is not None:
+                    scheduler.step()
             if run.rank == 0:
-                save_checkpoint(ckpt_path, config, model, optimizer, epoch, step)
+                save_checkpoint(ckpt_path, config, model, optimizer, epoch, step,
+                                {"scheduler": None if scheduler is None else scheduler.state_dict(),
+                                 "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                                 "best": best, "stale": stale})
         bar.close()
     finally:
-        if log is not None:
-            log.close()
+        for writer in (log, val_log):
+            if writer is not None:
+                writer.close()
+        if board is not None:
+            board.close()
     if run.world > 1:
         dist.barrier()
-    return TrainSummary(step, epoch, last, time.perf_counter() - start_time, ckpt_path)
+    return TrainSummary(step, epoch, last, time.perf_counter() - start_time, ckpt_path,
+                        best_path if validation is not None else None, best, stopped)

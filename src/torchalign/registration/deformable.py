@@ -82,9 +82,15 @@ def build(name: str, grid: Grid, options: dict[str, Any], previous: SpatialTrans
     if sigma < 0:
         raise InputError(f"grad_sigma must be >= 0, got {sigma}")
     if sigma > 0 and name in ("dense", "svf", "syn"):
-        for p in transform.parameters():
-            p.register_hook(lambda g, s=sigma: gaussian_smooth(g, s))
+        smooth_gradients(transform, sigma)
     return transform
+
+
+def smooth_gradients(transform: SpatialTransform, sigma: float) -> None:
+    """Gaussian-smooth (``sigma`` voxels) the gradient of each of ``transform``'s dense fields before
+    each step: the ANTs/FireANTs update-field smoothing."""
+    for p in transform.parameters():
+        p.register_hook(lambda g, s=sigma: gaussian_smooth(g, s))
 
 
 def regularisation(regularisers: list[nn.Module], disp: Tensor, grid: Grid) -> Tensor:

@@ -25,7 +25,7 @@ from ..image import Image
 from ..losses import make_similarity
 from ..transforms.base import Compose, SpatialTransform
 from ..transforms.chain import FieldTransform
-from ..transforms.linear import LinearTransform, MatrixTransform
+from ..transforms.linear import LinearTransform, MatrixTransform, linear_center_radius
 from . import initialise
 from .deformable import build
 from .objective import objective
@@ -82,12 +82,6 @@ def initial_matrix(name: str, fixed: Image, moving: Image, fixed_mask: Image | N
                                                      moving_mask=moving_mask, refine_steps=3),
     }
     return inits[name]()
-
-
-def linear_center_radius(grid: Grid) -> tuple[np.ndarray, float]:
-    """Rotation centre (grid centre) and the radius (mean half-extent, mm) for parameter scaling."""
-    extent = np.asarray(grid.shape) * grid.spacing
-    return grid.center(), float(extent.mean() / 2)
 
 
 def prepare_pair(fixed: Image, moving: Image, config: RegistrationConfig, fixed_mask: Image | None = None,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..functional.filters import thin_axes
 from ..functional.sampling import affine_coordinates, displaced_coordinates, sample_inside
 from ..grid import Grid
 from ..transforms.base import SpatialTransform
@@ -22,20 +23,24 @@ from .problem import Problem
 def pull(data: Tensor, mask: Tensor | None, grid: Grid, onto: Grid, matrix: Tensor | None,
          disp: Tensor | None) -> tuple[Tensor, Tensor]:
     """``data (B|1, C, *S)`` on ``grid`` (with its optional ``mask (B|1, 1, *S)``) sampled at
-    ``matrix (x + disp(x))`` for the voxel centres ``x`` of ``onto`` -> ``(values (B, C, *S'), weight (B, 1, *S'))``."""
+    ``matrix (x + disp(x))`` for the voxel centres ``x`` of ``onto`` -> ``(values (B, C, *S'), weight (B, 1, *S'))``.
+
+    The weight is where the points fall inside the grid (and the mask); along an axis of at most
+    ``THIN`` voxels the image is taken to extend without limit, so a slab tilted by the optimiser
+    keeps its overlap (ANTs' 2-D-in-3-D)."""
     if disp is not None:
         coords = displaced_coordinates(disp, onto, grid, matrix)
     elif matrix is not None:
         coords = affine_coordinates(grid, matrix, onto, data.dtype)
     else:
         return data, mask if mask is not None else data.new_ones(data.shape[0], 1, *data.shape[2:])
-    c = data.shape[1]
+    c, thin = data.shape[1], thin_axes(grid.shape)  # a slab's thin axis extends without limit (2-D in 3-D)
     if mask is None:
-        return sample_inside(data, grid, coords)
+        return sample_inside(data, grid, coords, thin)
     b = max(data.shape[0], mask.shape[0])
     both = torch.cat([data.expand(b, *data.shape[1:]), mask.to(data.dtype).expand(b, *mask.shape[1:])], 1)
-    values, _ = sample_inside(both, grid, coords)  # the mask is zero-padded: it is its own weight
-    return values[:, :c], values[:, c:]
+    values, inside = sample_inside(both, grid, coords, thin)
+    return values[:, :c], values[:, c:] * inside
 
 
 def objective(problem: Problem, transform: SpatialTransform, similarity: Callable[..., Tensor],

@@ -12,10 +12,10 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..config import Stage
 from ..errors import InputError
+from ..progress import progress as progress_bar
 from .stages import make_optimizer
 
 
@@ -59,7 +59,7 @@ def optimise(model: nn.Module, stage: Stage, iterations: int, lr: float, objecti
         total.backward()
         return total
 
-    bar = tqdm(range(iterations), desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(iterations, desc, progress)
     for _ in bar:
         before = [p.detach().clone() for p in params]
         opt.step(closure)

@@ -5,7 +5,6 @@ reported when the configuration loads, before any image is read.
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
@@ -14,6 +13,7 @@ from torch import Tensor, nn
 
 from ..config import Stage
 from ..errors import InputError
+from ..factories import accepted_options, construct
 from ..grid import Grid
 from ..losses import REGULARISERS, SIMILARITY, make_similarity
 from ..transforms.linear import LinearTransform
@@ -24,7 +24,7 @@ def similarity_options(metric: str) -> set[str]:
     """Keyword options the similarity registered as ``metric`` accepts (``reduction`` excluded)."""
     if metric not in SIMILARITY:
         raise InputError(f"unknown similarity {metric!r}; expected one of: {', '.join(SIMILARITY)}")
-    return set(inspect.signature(SIMILARITY[metric]).parameters) - {"reduction"}
+    return set(accepted_options(SIMILARITY[metric]) or ()) - {"reduction"}
 
 
 def make_regularisers(specs: list[Any]) -> list[nn.Module]:
@@ -33,13 +33,8 @@ def make_regularisers(specs: list[Any]) -> list[nn.Module]:
     for spec in specs:
         if spec.name not in REGULARISERS:
             raise InputError(f"unknown regulariser {spec.name!r}; expected one of {', '.join(REGULARISERS)}")
-        cls = REGULARISERS[spec.name]
-        accepted = set(inspect.signature(cls).parameters) - {"weight", "reduction"}
-        unknown = sorted(set(spec.options) - accepted)
-        if unknown:
-            raise InputError(f"regulariser {spec.name!r} takes no option {unknown[0]!r}; "
-                             f"it takes: {', '.join(sorted(accepted)) or 'none'}")
-        out.append(cls(weight=spec.weight, reduction="none", **spec.options))
+        out.append(construct(REGULARISERS[spec.name], f"regulariser {spec.name!r}", weight=spec.weight,
+                             reduction="none", **spec.options))
     return out
 
 
@@ -49,23 +44,17 @@ def make_optimizer(stage: Stage, params: list[Tensor], lr: float) -> torch.optim
     if not (isinstance(opt_cls, type) and issubclass(opt_cls, torch.optim.Optimizer)) or opt_cls is torch.optim.Optimizer:
         raise InputError(f"unknown optimizer {stage.optimizer!r}; use a torch.optim class name (Adam, SGD, LBFGS, ...)")
     options = dict(stage.optimizer_options)
-    accepted = set(inspect.signature(opt_cls).parameters) - {"params", "lr"}
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        raise InputError(f"optimizer {stage.optimizer!r} takes no option {unknown[0]!r}; "
-                         f"it takes: {', '.join(sorted(accepted))}")
     if stage.optimizer == "LBFGS":
         options.setdefault("line_search_fn", "strong_wolfe")
         options.setdefault("max_iter", 1)
-    try:
-        return opt_cls(params, lr=lr, **options)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"optimizer {stage.optimizer!r}: {exc}") from None
+    return construct(opt_cls, f"optimizer {stage.optimizer!r}", params, lr=lr, **options)
 
 
 def check_stage(stage: Stage, where: str) -> None:
     """Build every part of ``stage`` on a tiny grid; InputError naming ``where`` for the first bad one."""
     try:
+        if "reduction" in stage.metric_options:
+            raise InputError("metric_options cannot set 'reduction' (the engine scores each pair)")
         make_similarity(stage.metric, **stage.metric_options)
         make_regularisers(stage.regularisers)
         probe = Grid((8, 8, 8), np.eye(4))

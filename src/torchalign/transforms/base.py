@@ -6,6 +6,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
 from ..grid import Grid, apply_matrix
 
 
@@ -63,6 +64,11 @@ class SpatialTransform(nn.Module):
         u = self.displacement(grid)
         learnable = any(p.requires_grad for p in self.parameters())
         return Pullback(None, u, None, ((u, grid),) if learnable else ())
+
+    def learnable_copy(self, grid: Grid) -> SpatialTransform:
+        """A copy whose values are trainable leaves, starting where this one is (per-pair fine-tuning
+        of a predicted transform; ``grid`` is the image grid it is tuned on)."""
+        raise InputError(f"cannot fine-tune a {type(self).__name__}")
 
     def select(self, index: int) -> SpatialTransform:
         """Pair ``index`` of a batch of frozen transforms, as a batch of one."""

@@ -77,6 +77,9 @@ class DenseDisplacement(SpatialTransform):
         """``(B, D, *S)`` on ``grid``: the field itself on its own grid, else linearly resampled."""
         return resample_field(self.field, self.field_grid, grid)
 
+    def learnable_copy(self, grid: Grid) -> DenseDisplacement:
+        return DenseDisplacement.from_field(self.field.detach().clone(), self.field_grid)
+
     def inverse(self, iterations: int = 30, tol: float = 1e-3) -> DenseDisplacement:
         """Fixed-point inverse on the field grid (detached); its ``residual`` reports the accuracy."""
         with torch.no_grad():

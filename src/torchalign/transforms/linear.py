@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
-from ..grid import apply_matrix
+from ..grid import Grid, apply_matrix
 from .base import SpatialTransform
 
 MODELS = ("translation", "rigid", "similarity", "affine")
@@ -84,6 +84,12 @@ class MatrixTransform(SpatialTransform):
 
     def select(self, index: int) -> MatrixTransform:
         return MatrixTransform(self._matrix[index:index + 1])
+
+    def learnable_copy(self, grid: Grid) -> LinearTransform:
+        """An affine :class:`LinearTransform` on top of this matrix, about ``grid``'s centre."""
+        center, radius = linear_center_radius(grid)
+        return LinearTransform(self.ndim, "affine", center=torch.as_tensor(center, device=self._matrix.device),
+                               radius=radius, base=self._matrix.detach().clone(), batch=self.batch)
 
 
 def _apply(matrix: Tensor, points: Tensor) -> Tensor:
@@ -183,6 +189,12 @@ class LinearTransform(SpatialTransform):
             p = getattr(self, name).detach().double()
             out[name] = (p if name == "translation" else p / self.radius).tolist()
         return out
+
+
+def linear_center_radius(grid: Grid) -> tuple[np.ndarray, float]:
+    """Rotation centre (grid centre, world mm) and radius (mean half-extent, mm) for parameter scaling."""
+    extent = np.asarray(grid.shape) * grid.spacing
+    return grid.center(), float(extent.mean() / 2)
 
 
 def degrees(rad: float) -> float:

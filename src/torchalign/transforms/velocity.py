@@ -113,6 +113,10 @@ class StationaryVelocity(_Exponential):
         v = _smoothed(self.velocity, self.field_sigma, self.field_grid)
         return v if self.sign > 0 else -v
 
+    def learnable_copy(self, grid: Grid) -> StationaryVelocity:
+        return StationaryVelocity(self.grid, self.steps, self.stride, velocity=self.velocity_field().detach().clone(),
+                                  exact_grad=self.exact_grad)
+
     def inverse(self) -> StationaryVelocity:
         """``exp(-v)``, sharing this transform's velocity parameter."""
         out = StationaryVelocity(self.grid, self.steps, self.stride, velocity=self.velocity,
