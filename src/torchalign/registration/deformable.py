@@ -36,7 +36,7 @@ def _stride(grid: Grid, stride: int) -> list[int]:
 def _velocity(g: Grid, o: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments shared by the velocity models."""
     return {"steps": o.get("steps", 7), "stride": _stride(g, o.get("stride", 1)),
-            "exact_grad": bool(o.get("exact_grad", True))}
+            "exact_grad": bool(o.get("exact_grad", True)), "field_sigma": float(o.get("field_sigma", 0.0))}
 
 
 BUILDERS: dict[str, Builder] = {
@@ -46,13 +46,13 @@ BUILDERS: dict[str, Builder] = {
     "ffd": lambda g, o, b: BSplineFFD(g, o.get("control_spacing", 8.0), batch=b),
     "svffd": lambda g, o, b: BSplineVelocity(g, o.get("control_spacing", 8.0), **_velocity(g, o), batch=b),
 }
-_VELOCITY = {"steps", "stride", "exact_grad", "grad_sigma"}
+_VELOCITY = {"steps", "stride", "exact_grad", "grad_sigma", "field_sigma"}
 OPTIONS: dict[str, set[str]] = {
     "dense": {"stride", "grad_sigma"},
     "svf": _VELOCITY,
     "syn": _VELOCITY | {"tied"},
     "ffd": {"control_spacing"},
-    "svffd": {"control_spacing", "steps", "stride", "exact_grad"},
+    "svffd": {"control_spacing", "steps", "stride", "exact_grad", "field_sigma"},
 }
 """The ``transform_options`` each deformable model takes."""
 

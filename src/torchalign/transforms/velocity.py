@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from ..functional.bspline import bending_energy, control_grid, evaluate_bspline
+from ..functional.filters import gaussian_smooth
 from ..functional.flow import compose_fields, integrate_velocity, resample_field, sample_field
 from ..grid import Grid
 from .base import Pullback, SpatialTransform
@@ -33,6 +34,12 @@ def _parameter(value: Tensor | None, shape: tuple[int, ...], name: str) -> nn.Pa
     if tuple(value.shape) != shape or not value.is_floating_point():
         raise InputError(f"{name} must be a floating-point tensor of shape {shape}, got {tuple(value.shape)}")
     return value if isinstance(value, nn.Parameter) else nn.Parameter(value)
+
+
+def _smoothed(velocity: Tensor, sigma_mm: float, grid: Grid) -> Tensor:
+    """``velocity (B, D, *S')`` on ``grid`` Gaussian-smoothed by ``sigma_mm`` (0: itself), the model's field
+    smoothing; in mm, so a parameter carried onto a finer level keeps the same smoothed velocity."""
+    return gaussian_smooth(velocity, (sigma_mm / grid.spacing).tolist()) if sigma_mm > 0 else velocity
 
 
 def _check_steps(steps: int) -> int:
@@ -52,8 +59,9 @@ class _Exponential(SpatialTransform):
     """``T = exp(sign * v)`` for the velocity given by :meth:`velocity_field` on ``field_grid``."""
 
     def __init__(self, grid: Grid, steps: int, stride: int | Sequence[int], batch: int, sign: float,
-                 exact_grad: bool = True):
+                 exact_grad: bool = True, field_sigma: float = 0.0):
         super().__init__(grid.ndim, batch)
+        self.field_sigma = float(field_sigma)
         self.grid = grid
         self.stride = stride
         self.field_grid = strided_grid(grid, stride)
@@ -96,12 +104,14 @@ class StationaryVelocity(_Exponential):
     """``T = exp(v)`` with a learnable dense velocity ``(B, D, *S')`` in mm (zeros by default)."""
 
     def __init__(self, grid: Grid, steps: int = 7, stride: int | Sequence[int] = 1, batch: int = 1,
-                 velocity: Tensor | None = None, exact_grad: bool = True):
-        super().__init__(grid, steps, stride, batch if velocity is None else velocity.shape[0], 1.0, exact_grad)
+                 velocity: Tensor | None = None, exact_grad: bool = True, field_sigma: float = 0.0):
+        super().__init__(grid, steps, stride, batch if velocity is None else velocity.shape[0], 1.0, exact_grad,
+                         field_sigma)
         self.velocity = _parameter(velocity, (self.batch, grid.ndim, *self.field_grid.shape), "velocity")
 
     def velocity_field(self) -> Tensor:
-        return self.velocity if self.sign > 0 else -self.velocity
+        v = _smoothed(self.velocity, self.field_sigma, self.field_grid)
+        return v if self.sign > 0 else -v
 
     def learnable_copy(self, grid: Grid) -> StationaryVelocity:
         return StationaryVelocity(self.grid, self.steps, self.stride, velocity=self.velocity_field().detach().clone(),
@@ -110,7 +120,7 @@ class StationaryVelocity(_Exponential):
     def inverse(self) -> StationaryVelocity:
         """``exp(-v)``, sharing this transform's velocity parameter."""
         out = StationaryVelocity(self.grid, self.steps, self.stride, velocity=self.velocity,
-                                 exact_grad=self.exact_grad)
+                                 exact_grad=self.exact_grad, field_sigma=self.field_sigma)
         out.sign = -self.sign
         return out
 
@@ -120,14 +130,15 @@ class BSplineVelocity(_Exponential):
 
     def __init__(self, grid: Grid, control_spacing_mm: float | Sequence[float], steps: int = 7,
                  stride: int | Sequence[int] = 1, batch: int = 1, coeffs: Tensor | None = None,
-                 exact_grad: bool = True):
-        super().__init__(grid, steps, stride, batch if coeffs is None else coeffs.shape[0], 1.0, exact_grad)
+                 exact_grad: bool = True, field_sigma: float = 0.0):
+        super().__init__(grid, steps, stride, batch if coeffs is None else coeffs.shape[0], 1.0, exact_grad,
+                         field_sigma)
         self.control_spacing_mm = control_spacing_mm
         self.lattice = control_grid(grid, control_spacing_mm)
         self.coeffs = _parameter(coeffs, (self.batch, grid.ndim, *self.lattice.shape), "coeffs")
 
     def velocity_field(self) -> Tensor:
-        v = evaluate_bspline(self.coeffs, self.lattice, self.field_grid)
+        v = _smoothed(evaluate_bspline(self.coeffs, self.lattice, self.field_grid), self.field_sigma, self.field_grid)
         return v if self.sign > 0 else -v
 
     def bending_energy(self) -> Tensor:
@@ -137,7 +148,7 @@ class BSplineVelocity(_Exponential):
     def inverse(self) -> BSplineVelocity:
         """``exp(-v)``, sharing this transform's control points."""
         out = BSplineVelocity(self.grid, self.control_spacing_mm, self.steps, self.stride, coeffs=self.coeffs,
-                              exact_grad=self.exact_grad)
+                              exact_grad=self.exact_grad, field_sigma=self.field_sigma)
         out.sign = -self.sign
         return out
 
@@ -159,7 +170,7 @@ class SymmetricVelocity(SpatialTransform):
 
     def __init__(self, grid: Grid, steps: int = 7, stride: int | Sequence[int] = 1, batch: int = 1,
                  velocity_fixed: Tensor | None = None, velocity_moving: Tensor | None = None,
-                 exact_grad: bool = True, tied: bool = False):
+                 exact_grad: bool = True, tied: bool = False, field_sigma: float = 0.0):
         given = velocity_fixed if velocity_fixed is not None else velocity_moving
         super().__init__(grid.ndim, batch if given is None else given.shape[0])
         self.grid = grid
@@ -168,6 +179,7 @@ class SymmetricVelocity(SpatialTransform):
         self.steps = _check_steps(steps)
         self.exact_grad = exact_grad
         self.tied = tied
+        self.field_sigma = float(field_sigma)
         self.sign = 1.0  # tied: the velocities are (sign * v, -sign * v)
         shape = (self.batch, grid.ndim, *self.field_grid.shape)
         self.velocity_fixed = _parameter(velocity_fixed, shape, "velocity_fixed")
@@ -180,10 +192,11 @@ class SymmetricVelocity(SpatialTransform):
 
     def velocities(self) -> tuple[Tensor, Tensor]:
         """``(v_f, v_m)``, each ``(B, D, *S')``."""
+        v_f = _smoothed(self.velocity_fixed, self.field_sigma, self.field_grid)
         if self.velocity_moving is None:
-            v = self.velocity_fixed if self.sign > 0 else -self.velocity_fixed
+            v = v_f if self.sign > 0 else -v_f
             return v, -v
-        return self.velocity_fixed, self.velocity_moving
+        return v_f, _smoothed(self.velocity_moving, self.field_sigma, self.field_grid)
 
     def _exp(self, velocity: Tensor) -> Tensor:
         return integrate_velocity(velocity, self.field_grid, self.steps, self.exact_grad)
@@ -221,16 +234,18 @@ class SymmetricVelocity(SpatialTransform):
         """``exp(-v_f) o exp(v_m)``: the velocities swapped (shared parameters)."""
         if self.tied:
             out = SymmetricVelocity(self.grid, self.steps, self.stride, velocity_fixed=self.velocity_fixed,
-                                    exact_grad=self.exact_grad, tied=True)
+                                    exact_grad=self.exact_grad, tied=True, field_sigma=self.field_sigma)
             out.sign = -self.sign
             return out
         return SymmetricVelocity(self.grid, self.steps, self.stride, velocity_fixed=self.velocity_moving,
-                                 velocity_moving=self.velocity_fixed, exact_grad=self.exact_grad)
+                                 velocity_moving=self.velocity_fixed, exact_grad=self.exact_grad,
+                                 field_sigma=self.field_sigma)
 
     def halves(self) -> tuple[StationaryVelocity, StationaryVelocity]:
         """``(exp(-v_f), exp(-v_m))``: mid-space points to fixed and to moving space (shared parameters)."""
         def half(velocity: Tensor, sign: float) -> StationaryVelocity:
-            out = StationaryVelocity(self.grid, self.steps, self.stride, velocity=velocity, exact_grad=self.exact_grad)
+            out = StationaryVelocity(self.grid, self.steps, self.stride, velocity=velocity, exact_grad=self.exact_grad,
+                                     field_sigma=self.field_sigma)
             out.sign = sign
             return out
 
