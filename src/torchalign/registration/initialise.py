@@ -104,8 +104,8 @@ def _moments(image: Image, mask: Image | None, name: str, order: int = 3) -> _Mo
 
     idx = [torch.arange(n, dtype=torch.float64, device=w.device) for n in w.shape]
     mean = torch.stack([marginal(i) @ idx[i] for i in range(d)]) / total
-    a = torch.as_tensor(image.grid.world_from_voxel[:d, :d], dtype=torch.float64, device=w.device)
-    center = (a @ mean + torch.as_tensor(image.grid.origin, dtype=torch.float64, device=w.device)).cpu().numpy()
+    a = torch.tensor(image.grid.world_from_voxel[:d, :d], dtype=torch.float64, device=w.device)
+    center = (a @ mean + torch.tensor(image.grid.origin, dtype=torch.float64, device=w.device)).cpu().numpy()
     if order == 1:
         return _Moments(center)
     centred = [idx[i] - mean[i] for i in range(d)]
