@@ -33,7 +33,7 @@ from .grid import Grid
 from .image import Image
 from .io import read_image, write_image
 from .metrics.evaluate import evaluate as evaluate_document
-from .outputs import is_deformable, write_outputs
+from .outputs import evaluation, write_outputs
 from .registration import Result
 from .registration import register as register_images
 from .resample import resample
@@ -141,12 +141,10 @@ class Registration:
         if (fixed_labels is None) != (moving_labels is None):
             raise InputError("give both fixed_labels and moving_labels, or neither")
         fl = None if fixed_labels is None else _on(fixed_labels, self.fixed.grid, "fixed_labels")
-        warped = None if moving_labels is None else self.warp(moving_labels, interp="label").to("cpu")
-        need_field = fixed_points is not None or is_deformable(self.result)
-        with torch.no_grad():
-            field = self.transform.displacement(self.fixed.grid).cpu() if need_field else None
-        return evaluate(fl, warped, labels=labels, fixed_points=fixed_points,
-                        moving_points=moving_points, warp=None if field is None else (field, self.fixed.grid))
+        ml = None if moving_labels is None else _on(moving_labels, self.moving.grid, "moving_labels")
+        return evaluation(self.fixed, self.result, fixed_labels=fl, moving_labels=ml, labels=labels,
+                          fixed_points=None if fixed_points is None else _points(fixed_points),
+                          moving_points=None if moving_points is None else _points(moving_points))[0]
 
     def save(self, outdir: str | os.PathLike, *, fixed_labels: ImageLike | None = None,
              moving_labels: ImageLike | None = None, labels: Sequence[int] | None = None,

@@ -145,11 +145,11 @@ def _absolute(path: str | Path) -> str:
     return str(Path(path).resolve())
 
 
-def write_evaluation(outdir: Path, fixed: Image, result: Result, inputs: Sequence[str | Path], *,
-                     fixed_labels: Image | None = None, moving_labels: Image | None = None,
-                     labels: Sequence[int] | None = None, fixed_points: np.ndarray | None = None,
-                     moving_points: np.ndarray | None = None, field: Tensor | None = None) -> dict[str, Path]:
-    """Warp the moving labels (label-wise linear) and write ``warped_labels.nii.gz`` and ``metrics.json``.
+def evaluation(fixed: Image, result: Result, *, fixed_labels: Image | None = None,
+               moving_labels: Image | None = None, labels: Sequence[int] | None = None,
+               fixed_points: Tensor | np.ndarray | None = None, moving_points: Tensor | np.ndarray | None = None,
+               field: Tensor | None = None) -> tuple[dict[str, Any], Image | None]:
+    """The metrics document of a result and the warped moving labels (label-wise linear, on the CPU).
 
     Points are ``(N, D)`` RAS mm; fixed points are carried to moving space by the complete map and
     compared with the moving points (TRE). Deformable results also get Jacobian statistics.
@@ -157,23 +157,35 @@ def write_evaluation(outdir: Path, fixed: Image, result: Result, inputs: Sequenc
     """
     from .metrics.evaluate import evaluate
 
-    paths: dict[str, Path] = {"metrics": outdir / "metrics.json"}
     device = result.linear.device
-    transform = result.transform.to(device)
     warped_labels = None
     if moving_labels is not None:
-        paths["warped_labels"] = outdir / "warped_labels.nii.gz"
-        check_not_input(paths["warped_labels"], inputs)
         with torch.no_grad():
-            warped_labels = resample(moving_labels.to(device), (fixed_labels or fixed).grid, transform, interp="label")
+            warped_labels = resample(moving_labels.to(device), (fixed_labels or fixed).grid,
+                                     result.transform.to(device), interp="label")
         warped_labels = Image(warped_labels.data.cpu(), warped_labels.grid, dict(moving_labels.meta))
-        write_image(warped_labels, paths["warped_labels"], inputs=inputs)
     if field is None and (fixed_points is not None or is_deformable(result)):
         field = complete_displacement(result, fixed.grid)
     doc = evaluate(fixed_labels, warped_labels, labels=labels,
                    warp=None if field is None else (field, fixed.grid),
                    fixed_points=None if fixed_points is None else torch.as_tensor(fixed_points),
                    moving_points=None if moving_points is None else torch.as_tensor(moving_points))
+    return doc, warped_labels
+
+
+def write_evaluation(outdir: Path, fixed: Image, result: Result, inputs: Sequence[str | Path], *,
+                     fixed_labels: Image | None = None, moving_labels: Image | None = None,
+                     labels: Sequence[int] | None = None, fixed_points: np.ndarray | None = None,
+                     moving_points: np.ndarray | None = None, field: Tensor | None = None) -> dict[str, Path]:
+    """:func:`evaluation`, written as ``warped_labels.nii.gz`` (when labels are given) and ``metrics.json``."""
+    paths: dict[str, Path] = {"metrics": outdir / "metrics.json"}
+    if moving_labels is not None:
+        paths["warped_labels"] = outdir / "warped_labels.nii.gz"
+        check_not_input(paths["warped_labels"], inputs)
+    doc, warped_labels = evaluation(fixed, result, fixed_labels=fixed_labels, moving_labels=moving_labels,
+                                    labels=labels, fixed_points=fixed_points, moving_points=moving_points, field=field)
+    if warped_labels is not None:
+        write_image(warped_labels, paths["warped_labels"], inputs=inputs)
     write_json(doc, paths["metrics"], inputs)
     return paths
 
